@@ -153,7 +153,9 @@ function toIssue(e: ErrorObject, src: YamlSource): ConfigIssue {
     }
     case 'type': {
       const t = String(params.type);
-      return { ...src.locate(path), key: formatPath(path), message: `must be ${t.split(',').map((x) => typeNames[x] ?? x).join(' or ')}` };
+      const quote = t === 'string' && src.isPlainNumber(path) ? ' (YAML read this as a number: put it in quotes)' : '';
+      const what = t === 'string' && description ? description : t.split(',').map((x) => typeNames[x] ?? x).join(' or ');
+      return { ...src.locate(path), key: formatPath(path), message: `must be ${what}${quote}` };
     }
     case 'pattern':
     case 'format':

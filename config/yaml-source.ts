@@ -42,11 +42,48 @@ export class YamlSource {
 
   /** YAML syntax errors (bad indentation, duplicate keys, tabs...) as issues. */
   syntaxIssues(): ConfigIssue[] {
-    return this.doc.errors.map((e) => {
-      const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
+    const dup = this.doc.errors.some((e) => e.code === 'DUPLICATE_KEY') ? this.duplicateKeys() : [];
+    const rest = this.doc.errors.filter((e) => !(dup.length && e.code === 'DUPLICATE_KEY')).map((e) => {
+      const pos = this.lines.linePos(e.pos[0]);
       const msg = e.message.split('\n')[0] ?? e.message;
       return { file: this.file, line: pos.line, column: pos.col, key: '', message: `YAML syntax: ${msg.replace(/ at line \d+, column \d+:?$/, '')}` };
     });
+    return [...dup, ...rest];
+  }
+
+  /** yaml reports a duplicate key at its map; find each repeated key itself. */
+  private duplicateKeys(): ConfigIssue[] {
+    const lax = parseDocument(this.text, { uniqueKeys: false });
+    const out: ConfigIssue[] = [];
+    const walk = (node: unknown, path: PathSeg[]) => {
+      if (isMap(node)) {
+        const seen = new Map<string, number>();
+        for (const item of node.items) {
+          if (!isPair(item) || !isScalar(item.key)) continue;
+          const k = String(item.key.value);
+          const first = seen.get(k);
+          if (first !== undefined) {
+            const pos = this.lines.linePos(item.key.range?.[0] ?? 0);
+            const was = this.lines.linePos(first);
+            out.push({ file: this.file, line: pos.line, column: pos.col, key: formatPath([...path, k]), message: `YAML syntax: map keys must be unique; "${k}" is already set at line ${was.line}` });
+          } else seen.set(k, item.key.range?.[0] ?? 0);
+          walk(item.value, [...path, k]);
+        }
+      } else if (isSeq(node)) node.items.forEach((v, i) => walk(v, [...path, i]));
+    };
+    walk(lax.contents, []);
+    return out;
+  }
+
+  /** The value at `path` was written as a plain (unquoted) number in the YAML source. */
+  isPlainNumber(path: PathSeg[]): boolean {
+    let node: unknown = this.doc.contents;
+    for (const seg of path) {
+      const next = child(node, seg);
+      if (!next) return false;
+      node = next.value;
+    }
+    return isScalar(node) && typeof node.value === 'number';
   }
 
   toJS(): unknown {

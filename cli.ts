@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+/** The `swarmboot` command. */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig } from './config/load.ts';
+import { createLogger } from './server/log.ts';
+import { startDaemon } from './server/daemon.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The project root, whether running from sources or from dist/. */
+const root = here.endsWith('/dist') ? dirname(here) : here;
+
+const HELP = `swarmboot: network boot (ProxyDHCP/DHCP, TFTP, HTTP) and OS deployment server
+
+Usage:
+  swarmboot serve --config FILE     run the daemon (SIGHUP reloads the config)
+  swarmboot check-config FILE       validate a config; prints every problem with file:line:column
+  swarmboot demo                    create a small demo content set and serve config/example.yaml
+  swarmboot --help | --version
+
+Ports 67, 69 and 4011 (DHCP, TFTP, PXE) need root or CAP_NET_BIND_SERVICE.
+Admin API token: SWARMBOOT_ADMIN_TOKEN, server.adminTokenFile, server.adminToken, or generated
+into <dataDir>/admin.token on first start.
+`;
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+async function serve(configFile: string): Promise<number> {
+  const logger = createLogger();
+  let daemon;
+  try {
+    daemon = await startDaemon({ configFile, logger });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    // Bind failures and other start-up errors: one clear line, no stack trace.
+    logger.fatal({ code: (e as NodeJS.ErrnoException).code }, (e as Error).message);
+    await new Promise((r) => setTimeout(r, 100));
+    process.stderr.write(`swarmboot: ${(e as Error).message}\n`);
+    return 2;
+  }
+  const d = daemon;
+  process.on('SIGHUP', () => {
+    const r = d.reload('SIGHUP');
+    logger.info({ result: r.result }, 'SIGHUP reload');
+  });
+  await new Promise<void>((resolveStop) => {
+    const stop = (sig: string) => {
+      logger.info({ signal: sig }, 'shutting down');
+      resolveStop();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  await d.close();
+  return 0;
+}
+
+function checkConfig(file: string): number {
+  try {
+    const cfg = loadConfig(file);
+    const assigned = cfg.hosts.filter((h) => h.sequence || h.group).length;
+    process.stdout.write(
+      `${cfg.file}: OK (${cfg.files.length} file${cfg.files.length === 1 ? '' : 's'}, ${cfg.hosts.length} hosts, ${assigned} with an assignment, ` +
+        `${Object.keys(cfg.groups).length} groups, ${Object.keys(cfg.sequences).length} sequences, ${Object.keys(cfg.packages).length} packages, ` +
+        `${Object.keys(cfg.profiles).length} boot profiles; unknown machines: ${cfg.defaultRule.action}${cfg.defaultRule.sequence ? ` ${cfg.defaultRule.sequence}` : ''})\n`,
+    );
+    return 0;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  const [cmd, ...rest] = positionals;
+  if (values.version) {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  if (values.help || !cmd || cmd === 'help') {
+    process.stdout.write(HELP);
+    return cmd || values.help ? 0 : 1;
+  }
+  switch (cmd) {
+    case 'serve': {
+      const file = values.config ?? rest[0];
+      if (!file) {
+        process.stderr.write('swarmboot serve: --config FILE is required\n');
+        return 64;
+      }
+      return serve(file);
+    }
+    case 'check-config': {
+      const file = rest[0] ?? values.config;
+      if (!file) {
+        process.stderr.write('swarmboot check-config: a config FILE is required\n');
+        return 64;
+      }
+      return checkConfig(file);
+    }
+    case 'demo': {
+      const { createDemo } = await import('./server/demo.ts');
+      const configFile = resolve(root, 'config/example.yaml');
+      await createDemo(configFile);
+      return serve(configFile);
+    }
+    default:
+      process.stderr.write(`swarmboot: unknown command "${cmd}"\n\n${HELP}`);
+      return 64;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`swarmboot: ${(err as Error).message}\n`);
+    process.exit(70);
+  },
+);

@@ -1,0 +1,128 @@
+/**
+ * The composition root: builds every part of the daemon from one config file and passes
+ * dependencies down. Nothing here is global, so a test can start a whole daemon on ephemeral ports,
+ * or any part alone.
+ */
+import { networkInterfaces } from 'node:os';
+import type { Logger } from 'pino';
+import type { DatabaseSync } from 'node:sqlite';
+import { ConfigHolder, type ReloadResult } from '../config/holder.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import { openDatabase } from '../state/db.ts';
+import { MachineStore } from '../state/machines.ts';
+import { Deployments } from '../state/deployments.ts';
+import type { PackageLookup } from '../boot/sequence.ts';
+import { Registry } from './metrics.ts';
+import { createHttpApp } from './http/app.ts';
+import { resolveAdminToken } from './admin-token.ts';
+import { explainBindError } from './bind-error.ts';
+
+export interface DaemonOptions {
+  configFile: string;
+  logger: Logger;
+  /** Override listen ports (tests use 0 for ephemeral ports). */
+  ports?: { http?: number };
+  /** Start the config watcher (default true). */
+  watch?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Daemon {
+  config: () => LoadedConfig;
+  reload: (reason: string) => ReloadResult;
+  httpAddress: () => { address: string; port: number };
+  baseUrl: () => string;
+  db: DatabaseSync;
+  adminToken: string;
+  close: () => Promise<void>;
+}
+
+/** The first non-internal IPv4 address: what machines on the LAN most likely reach us at. */
+export function detectAddress(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  const log = o.logger;
+  const holder = ConfigHolder.load(o.configFile, log);
+  const cfg0 = holder.current;
+  log.level = cfg0.server.logLevel;
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const close = async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.warn({ err }, 'error while shutting down');
+      }
+    }
+  };
+
+  try {
+    const db = openDatabase(cfg0.server.dataDir);
+    cleanups.push(() => db.close());
+    const store = new MachineStore(db);
+    const metrics = new Registry();
+    const reloads = metrics.counter('swarmboot_config_reloads_total', 'Config reloads by result (applied, unchanged, refused)');
+    metrics.gauge('swarmboot_machines', 'Machines by deployment state').collect(() => store.countByState().map((r) => ({ labels: { state: r.state }, value: r.count })));
+    metrics.gauge('swarmboot_config_hosts', 'Host entries in the current config').collect(() => [{ labels: {}, value: holder.current.hosts.length }]);
+
+    const token = resolveAdminToken(cfg0.server, o.env ?? process.env);
+    log.info({ source: token.source, ...(token.file ? { file: token.file } : {}) }, 'admin token loaded');
+
+    const address = () => holder.current.server.address ?? detected;
+    const detected = detectAddress();
+    let httpPort = o.ports?.http ?? cfg0.server.http.port;
+    const baseUrl = () => holder.current.server.http.publicUrl ?? `http://${address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
+
+    // Content lookups come from the content store once it is wired in; until a package is known it
+    // is reported as unavailable (503), never invented.
+    const content: PackageLookup = () => undefined;
+
+    const deployments = new Deployments({ config: () => holder.current, store, content, baseUrl, serverAddress: address, logger: log });
+
+    const app = await createHttpApp({
+      logger: log,
+      metrics,
+      deployments,
+      store,
+      config: () => holder.current,
+      adminToken: () => token.token,
+      health: () => ({
+        config: { file: holder.current.file, digest: holder.current.digest.slice(0, 12), loadedAt: holder.loadedAt.toISOString(), lastReloadError: holder.lastError },
+        uptimeSeconds: Math.round(process.uptime()),
+      }),
+    });
+    cleanups.push(() => app.close());
+    const httpHost = cfg0.server.http.host;
+    try {
+      await app.listen({ host: httpHost, port: httpPort });
+    } catch (err) {
+      throw explainBindError('HTTP server', httpHost, httpPort, err as NodeJS.ErrnoException);
+    }
+    const addr = app.server.address();
+    if (addr && typeof addr === 'object') httpPort = addr.port;
+    log.info({ url: baseUrl(), listen: `${httpHost}:${httpPort}` }, 'HTTP listening');
+
+    holder.onResult((r) => reloads.inc({ result: r.result }));
+    if (o.watch !== false) holder.watch();
+    cleanups.push(() => holder.unwatch());
+
+    log.info({ config: cfg0.file, dataDir: cfg0.server.dataDir, hosts: cfg0.hosts.length, sequences: Object.keys(cfg0.sequences).length }, 'swarmboot started');
+    return {
+      config: () => holder.current,
+      reload: (reason) => holder.reload(reason),
+      httpAddress: () => ({ address: httpHost, port: httpPort }),
+      baseUrl,
+      db,
+      adminToken: token.token,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

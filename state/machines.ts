@@ -1,0 +1,244 @@
+/**
+ * Per-machine state: when it was seen, what it is, its current deployment and its event history.
+ * Every change is one transaction; reads are plain. The deployment logic itself is pure (boot/);
+ * this module only stores what it decided.
+ */
+import type { DatabaseSync } from 'node:sqlite';
+import { transaction } from './db.ts';
+import type { DeploymentRecord, DeploymentState } from '../boot/deployment.ts';
+
+export interface MachineRow {
+  mac: string;
+  uuid: string | null;
+  firstSeen: string | null;
+  lastSeen: string | null;
+  firmware: string | null;
+  ip: string | null;
+  model: string | null;
+  deploymentKey: string | null;
+  sequence: string | null;
+  state: DeploymentState | null;
+  generation: number;
+  step: number | null;
+  stepTotal: number | null;
+  percent: number | null;
+  resume: 'local' | 'pxe' | null;
+  message: string | null;
+  stateChangedAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface EventRow {
+  id: number;
+  at: string;
+  generation: number | null;
+  type: string;
+  step: number | null;
+  percent: number | null;
+  message: string | null;
+  state: string | null;
+}
+
+export interface SeenFacts {
+  uuid?: string;
+  firmware?: string;
+  ip?: string;
+  model?: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS machines (
+  mac TEXT PRIMARY KEY,
+  uuid TEXT,
+  first_seen TEXT,
+  last_seen TEXT,
+  firmware TEXT,
+  ip TEXT,
+  model TEXT,
+  deployment_key TEXT,
+  sequence TEXT,
+  state TEXT CHECK (state IS NULL OR state IN ('pending','booting','running','done','failed')),
+  generation INTEGER NOT NULL DEFAULT 0,
+  step INTEGER,
+  step_total INTEGER,
+  percent REAL,
+  resume TEXT,
+  message TEXT,
+  state_changed_at TEXT,
+  started_at TEXT,
+  finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS machine_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  mac TEXT NOT NULL,
+  at TEXT NOT NULL,
+  generation INTEGER,
+  type TEXT NOT NULL,
+  step INTEGER,
+  percent REAL,
+  message TEXT,
+  state TEXT
+);
+CREATE INDEX IF NOT EXISTS machine_events_mac ON machine_events (mac, id);
+`;
+
+type Row = Record<string, string | number | null>;
+
+function toMachine(r: Row): MachineRow {
+  return {
+    mac: r.mac as string,
+    uuid: r.uuid as string | null,
+    firstSeen: r.first_seen as string | null,
+    lastSeen: r.last_seen as string | null,
+    firmware: r.firmware as string | null,
+    ip: r.ip as string | null,
+    model: r.model as string | null,
+    deploymentKey: r.deployment_key as string | null,
+    sequence: r.sequence as string | null,
+    state: r.state as DeploymentState | null,
+    generation: Number(r.generation ?? 0),
+    step: r.step as number | null,
+    stepTotal: r.step_total as number | null,
+    percent: r.percent as number | null,
+    resume: r.resume as 'local' | 'pxe' | null,
+    message: r.message as string | null,
+    stateChangedAt: r.state_changed_at as string | null,
+    startedAt: r.started_at as string | null,
+    finishedAt: r.finished_at as string | null,
+  };
+}
+
+export function deploymentOf(m: MachineRow | undefined): DeploymentRecord | undefined {
+  if (!m) return undefined;
+  return { deploymentKey: m.deploymentKey, sequence: m.sequence, state: m.state, generation: m.generation, step: m.step, resume: m.resume };
+}
+
+export class MachineStore {
+  private readonly db: DatabaseSync;
+  private readonly now: () => Date;
+
+  constructor(db: DatabaseSync, now: () => Date = () => new Date()) {
+    this.db = db;
+    this.now = now;
+    db.exec(SCHEMA);
+  }
+
+  private ts(): string {
+    return this.now().toISOString();
+  }
+
+  get(mac: string): MachineRow | undefined {
+    const r = this.db.prepare('SELECT * FROM machines WHERE mac = ?').get(mac) as Row | undefined;
+    return r ? toMachine(r) : undefined;
+  }
+
+  list(): MachineRow[] {
+    return (this.db.prepare('SELECT * FROM machines ORDER BY mac').all() as Row[]).map(toMachine);
+  }
+
+  countByState(): Array<{ state: string; count: number }> {
+    const rows = this.db.prepare("SELECT COALESCE(state, 'none') AS state, COUNT(*) AS n FROM machines GROUP BY 1").all() as Row[];
+    return rows.map((r) => ({ state: String(r.state), count: Number(r.n) }));
+  }
+
+  events(mac: string, limit = 200): EventRow[] {
+    const rows = this.db.prepare('SELECT * FROM machine_events WHERE mac = ? ORDER BY id DESC LIMIT ?').all(mac, limit) as Row[];
+    return rows.reverse().map((r) => ({
+      id: Number(r.id),
+      at: r.at as string,
+      generation: r.generation as number | null,
+      type: r.type as string,
+      step: r.step as number | null,
+      percent: r.percent as number | null,
+      message: r.message as string | null,
+      state: r.state as string | null,
+    }));
+  }
+
+  /** Record that the machine was seen (DHCP, TFTP, HTTP), creating it on first contact. */
+  seen(mac: string, facts: SeenFacts = {}): void {
+    const now = this.ts();
+    this.db
+      .prepare(
+        `INSERT INTO machines (mac, uuid, first_seen, last_seen, firmware, ip, model) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (mac) DO UPDATE SET
+           last_seen = excluded.last_seen,
+           first_seen = COALESCE(machines.first_seen, excluded.first_seen),
+           uuid = COALESCE(excluded.uuid, machines.uuid),
+           firmware = COALESCE(excluded.firmware, machines.firmware),
+           ip = COALESCE(excluded.ip, machines.ip),
+           model = COALESCE(excluded.model, machines.model)`,
+      )
+      .run(mac, facts.uuid ?? null, now, now, facts.firmware ?? null, facts.ip ?? null, facts.model ?? null);
+  }
+
+  /** Begin a new deployment (generation + 1, state pending) and log why. */
+  startDeployment(mac: string, key: string, sequence: string, stepTotal: number, reason: string): MachineRow {
+    return transaction(this.db, () => {
+      const now = this.ts();
+      this.db
+        .prepare(
+          `INSERT INTO machines (mac, generation) VALUES (?, 0) ON CONFLICT (mac) DO NOTHING`,
+        )
+        .run(mac);
+      this.db
+        .prepare(
+          `UPDATE machines SET deployment_key = ?, sequence = ?, state = 'pending', generation = generation + 1,
+             step = NULL, step_total = ?, percent = NULL, resume = NULL, message = ?, state_changed_at = ?,
+             started_at = ?, finished_at = NULL WHERE mac = ?`,
+        )
+        .run(key, sequence, stepTotal, reason, now, now, mac);
+      const m = this.get(mac)!;
+      this.insertEvent(mac, now, m.generation, 'deployment-assigned', null, null, reason, 'pending');
+      return m;
+    });
+  }
+
+  /** Move the deployment to `state` when it is in one of `from` (compare-and-set); returns whether it moved. */
+  transition(mac: string, from: DeploymentState[], state: DeploymentState, message: string): boolean {
+    return transaction(this.db, () => {
+      const m = this.get(mac);
+      if (!m || !m.state || !from.includes(m.state)) return false;
+      const now = this.ts();
+      this.db.prepare('UPDATE machines SET state = ?, message = ?, state_changed_at = ? WHERE mac = ?').run(state, message, now, mac);
+      this.insertEvent(mac, now, m.generation, `state-${state}`, m.step, null, message, state);
+      return true;
+    });
+  }
+
+  /**
+   * Apply a progress event computed by boot/deployment.applyEvent, atomically with the read it was
+   * computed from: `compute` runs inside the write transaction on the current row.
+   */
+  applyProgress<T extends { record?: DeploymentRecord; summary?: string; persist: boolean }>(
+    mac: string,
+    compute: (current: MachineRow | undefined) => T,
+    ev: { type: string; step?: number; percent?: number; message?: string },
+  ): T {
+    return transaction(this.db, () => {
+      const current = this.get(mac);
+      const out = compute(current);
+      if (!out.persist || !out.record || !current) return out;
+      const r = out.record;
+      const now = this.ts();
+      const changed = r.state !== current.state;
+      const finished = r.state === 'done' || r.state === 'failed';
+      this.db
+        .prepare(
+          `UPDATE machines SET state = ?, step = ?, resume = ?, percent = ?, message = ?, last_seen = ?,
+             state_changed_at = CASE WHEN ? THEN ? ELSE state_changed_at END,
+             finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE mac = ?`,
+        )
+        .run(r.state, r.step, r.resume, ev.percent ?? (ev.type === 'step-finished' ? 100 : ev.type === 'step-started' ? 0 : current.percent), out.summary ?? ev.message ?? null, now, changed ? 1 : 0, now, finished ? 1 : 0, now, mac);
+      this.insertEvent(mac, now, current.generation, ev.type, ev.step ?? null, ev.percent ?? null, ev.message ?? null, r.state);
+      return out;
+    });
+  }
+
+  private insertEvent(mac: string, at: string, generation: number | null, type: string, step: number | null, percent: number | null, message: string | null, state: string | null): void {
+    this.db
+      .prepare('INSERT INTO machine_events (mac, at, generation, type, step, percent, message, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(mac, at, generation, type, step, percent, message, state);
+  }
+}
