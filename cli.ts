@@ -15,7 +15,8 @@ const root = here.endsWith('/dist') ? dirname(here) : here;
 const HELP = `swarmboot: network boot (ProxyDHCP/DHCP, TFTP, HTTP) and OS deployment server
 
 Usage:
-  swarmboot serve --config FILE     run the daemon (SIGHUP reloads the config)
+  swarmboot serve --config FILE     run the daemon; the config reloads when its files change
+                                    and on SIGHUP (--no-watch: on SIGHUP only)
   swarmboot check-config FILE       validate a config; prints every problem with file:line:column
   swarmboot demo                    create a small demo content set and serve config/example.yaml
   swarmboot --help | --version
@@ -29,11 +30,11 @@ function version(): string {
   return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-async function serve(configFile: string): Promise<number> {
+async function serve(configFile: string, watch = true): Promise<number> {
   const logger = createLogger();
   let daemon;
   try {
-    daemon = await startDaemon({ configFile, logger });
+    daemon = await startDaemon({ configFile, logger, watch });
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`${e.message}\n`);
@@ -88,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       config: { type: 'string', short: 'c' },
       help: { type: 'boolean', short: 'h' },
+      'no-watch': { type: 'boolean' },
       version: { type: 'boolean', short: 'v' },
     },
   });
@@ -107,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write('swarmboot serve: --config FILE is required\n');
         return 64;
       }
-      return serve(file);
+      return serve(file, !values['no-watch']);
     }
     case 'check-config': {
       const file = rest[0] ?? values.config;

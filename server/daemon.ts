@@ -49,7 +49,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.logger;
   const holder = ConfigHolder.load(o.configFile, log);
   const cfg0 = holder.current;
-  log.level = cfg0.server.logLevel;
+  if (log.level !== 'silent') log.level = cfg0.server.logLevel;
   const cleanups: Array<() => Promise<void> | void> = [];
   const close = async () => {
     for (const fn of cleanups.reverse()) {

@@ -40,3 +40,47 @@ export function serverSection(extra = ''): string {
   dhcp: { enabled: false }
 ${extra}`;
 }
+
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export interface CliDaemon {
+  child: ChildProcess;
+  url: string;
+  logs: () => string;
+  waitForLog: (re: RegExp, ms?: number) => Promise<string>;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+/** Run the real CLI (`swarmboot serve`) as a child process and find its HTTP port from its JSON logs. */
+export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliDaemon> {
+  const child = spawn(NODE, [join(ROOT, 'cli.ts'), ...args], {
+    env: { ...process.env, SWARMBOOT_ADMIN_TOKEN: ADMIN_TOKEN, NODE_NO_WARNINGS: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const waitForLog = async (re: RegExp, ms = 15_000): Promise<string> => {
+    const start = Date.now();
+    while (Date.now() - start < ms) {
+      const m = re.exec(out);
+      if (m) return m[0];
+      if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}) before /${re.source}/:\n${out}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`timed out waiting for /${re.source}/ in daemon output:\n${out}`);
+  };
+  const line = await waitForLog(/"listen":"[^"]+:(\d+)"/);
+  const port = /:(\d+)"$/.exec(line)![1];
+  return {
+    child,
+    url: `http://127.0.0.1:${port}`,
+    logs: () => out,
+    waitForLog,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}

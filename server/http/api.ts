@@ -104,7 +104,7 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiOptions): Promise
 
   app.get<{ Params: MacParamsT; Querystring: SequenceQueryT }>(
     '/api/v1/machines/:mac/sequence',
-    { schema: { params: MacParams, querystring: SequenceQuery, response: { 200: SequenceOut, '4xx': SequenceRefused, 503: SequenceRefused } } },
+    { schema: { params: MacParams, querystring: SequenceQuery, response: { 200: SequenceOut, 400: ErrorBody, 404: SequenceRefused, 409: SequenceRefused, 503: SequenceRefused } } },
     async (req, reply) => {
       const mac = macOf(req, reply);
       if (!mac) return reply;
