@@ -3,7 +3,7 @@
  * the daemon) content and boot routes. Logs through the daemon's pino logger; every request is
  * counted for /metrics.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Registry } from '../metrics.ts';
 import { apiRoutes, type ApiOptions } from './api.ts';
@@ -20,7 +20,8 @@ export async function createHttpApp(o: HttpAppOptions): Promise<FastifyInstance>
   const log = o.logger.child({ component: 'http' });
   const app = Fastify({
     loggerInstance: log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Per-request lines go through our onResponse hook at debug level instead.
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: false,
     // Machines behind NAT can be slow; never keep a half-open socket forever.
     connectionTimeout: 0,
