@@ -14,6 +14,7 @@ import { Deployments } from '../state/deployments.ts';
 import type { PackageLookup } from '../boot/sequence.ts';
 import { Registry } from './metrics.ts';
 import { createHttpApp } from './http/app.ts';
+import { bootRoutes } from './http/boot.ts';
 import { resolveAdminToken } from './admin-token.ts';
 import { explainBindError } from './bind-error.ts';
 
@@ -91,6 +92,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       store,
       config: () => holder.current,
       adminToken: () => token.token,
+      plugins: [{ plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } }],
       health: () => ({
         config: { file: holder.current.file, digest: holder.current.digest.slice(0, 12), loadedAt: holder.loadedAt.toISOString(), lastReloadError: holder.lastError },
         uptimeSeconds: Math.round(process.uptime()),
