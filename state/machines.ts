@@ -3,7 +3,7 @@
  * Every change is one transaction; reads are plain. The deployment logic itself is pure (boot/);
  * this module only stores what it decided.
  */
-import type { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from './db.ts';
 import type { DeploymentRecord, DeploymentState } from '../boot/deployment.ts';
 
@@ -124,26 +124,38 @@ export class MachineStore {
     db.exec(SCHEMA);
   }
 
+  private readonly statements = new Map<string, StatementSync>();
+
+  /** Prepared once per SQL text: DHCP and TFTP call seen() on every packet burst. */
+  private q(sql: string): StatementSync {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   private ts(): string {
     return this.now().toISOString();
   }
 
   get(mac: string): MachineRow | undefined {
-    const r = this.db.prepare('SELECT * FROM machines WHERE mac = ?').get(mac) as Row | undefined;
+    const r = this.q('SELECT * FROM machines WHERE mac = ?').get(mac) as Row | undefined;
     return r ? toMachine(r) : undefined;
   }
 
   list(): MachineRow[] {
-    return (this.db.prepare('SELECT * FROM machines ORDER BY mac').all() as Row[]).map(toMachine);
+    return (this.q('SELECT * FROM machines ORDER BY mac').all() as Row[]).map(toMachine);
   }
 
   countByState(): Array<{ state: string; count: number }> {
-    const rows = this.db.prepare("SELECT COALESCE(state, 'none') AS state, COUNT(*) AS n FROM machines GROUP BY 1").all() as Row[];
+    const rows = this.q("SELECT COALESCE(state, 'none') AS state, COUNT(*) AS n FROM machines GROUP BY 1").all() as Row[];
     return rows.map((r) => ({ state: String(r.state), count: Number(r.n) }));
   }
 
   events(mac: string, limit = 200): EventRow[] {
-    const rows = this.db.prepare('SELECT * FROM machine_events WHERE mac = ? ORDER BY id DESC LIMIT ?').all(mac, limit) as Row[];
+    const rows = this.q('SELECT * FROM machine_events WHERE mac = ? ORDER BY id DESC LIMIT ?').all(mac, limit) as Row[];
     return rows.reverse().map((r) => ({
       id: Number(r.id),
       at: r.at as string,
@@ -159,8 +171,7 @@ export class MachineStore {
   /** Record that the machine was seen (DHCP, TFTP, HTTP), creating it on first contact. */
   seen(mac: string, facts: SeenFacts = {}): void {
     const now = this.ts();
-    this.db
-      .prepare(
+    this.q(
         `INSERT INTO machines (mac, uuid, first_seen, last_seen, firmware, ip, model) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (mac) DO UPDATE SET
            last_seen = excluded.last_seen,
@@ -177,13 +188,11 @@ export class MachineStore {
   startDeployment(mac: string, key: string, sequence: string, stepTotal: number, reason: string): MachineRow {
     return transaction(this.db, () => {
       const now = this.ts();
-      this.db
-        .prepare(
+      this.q(
           `INSERT INTO machines (mac, generation) VALUES (?, 0) ON CONFLICT (mac) DO NOTHING`,
         )
         .run(mac);
-      this.db
-        .prepare(
+      this.q(
           `UPDATE machines SET deployment_key = ?, sequence = ?, state = 'pending', generation = generation + 1,
              step = NULL, step_total = ?, percent = NULL, resume = NULL, message = ?, state_changed_at = ?,
              started_at = ?, finished_at = NULL WHERE mac = ?`,
@@ -201,7 +210,7 @@ export class MachineStore {
       const m = this.get(mac);
       if (!m || !m.state || !from.includes(m.state)) return false;
       const now = this.ts();
-      this.db.prepare('UPDATE machines SET state = ?, message = ?, state_changed_at = ? WHERE mac = ?').run(state, message, now, mac);
+      this.q('UPDATE machines SET state = ?, message = ?, state_changed_at = ? WHERE mac = ?').run(state, message, now, mac);
       this.insertEvent(mac, now, m.generation, `state-${state}`, m.step, null, message, state);
       return true;
     });
@@ -224,8 +233,7 @@ export class MachineStore {
       const now = this.ts();
       const changed = r.state !== current.state;
       const finished = r.state === 'done' || r.state === 'failed';
-      this.db
-        .prepare(
+      this.q(
           `UPDATE machines SET state = ?, step = ?, resume = ?, percent = ?, message = ?, last_seen = ?,
              state_changed_at = CASE WHEN ? THEN ? ELSE state_changed_at END,
              finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE mac = ?`,
@@ -237,8 +245,7 @@ export class MachineStore {
   }
 
   private insertEvent(mac: string, at: string, generation: number | null, type: string, step: number | null, percent: number | null, message: string | null, state: string | null): void {
-    this.db
-      .prepare('INSERT INTO machine_events (mac, at, generation, type, step, percent, message, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+    this.q('INSERT INTO machine_events (mac, at, generation, type, step, percent, message, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
       .run(mac, at, generation, type, step, percent, message, state);
   }
 }
