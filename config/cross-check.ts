@@ -99,9 +99,22 @@ export function crossCheck(
     }
   }
 
+  // --- DHCP pools
+  const dhcp = cfg.server.dhcp;
+  dhcp.pools.forEach((p, i) => {
+    const pp: PathSeg[] = ['server', 'dhcp', 'pools', i];
+    if (!inSubnet(p.rangeStart, p.subnet)) add([...pp, 'rangeStart'], `${p.rangeStart} is outside ${p.subnet}`);
+    if (!inSubnet(p.rangeEnd, p.subnet)) add([...pp, 'rangeEnd'], `${p.rangeEnd} is outside ${p.subnet}`);
+    if (ipToInt(p.rangeStart) > ipToInt(p.rangeEnd)) add([...pp, 'rangeEnd'], `range end ${p.rangeEnd} is before its start ${p.rangeStart}`);
+    if (p.router && !inSubnet(p.router, p.subnet)) add([...pp, 'router'], `router ${p.router} is outside ${p.subnet}`);
+  });
+  if (dhcp.enabled && dhcp.mode === 'full' && dhcp.pools.length === 0) add(['server', 'dhcp', 'mode'], 'full DHCP mode needs at least one entry in server.dhcp.pools');
+
   // --- hosts
   const byMac = new Map<string, number>();
   const byUuid = new Map<string, number>();
+  const byIp = new Map<string, number>();
+  const inPool = (ip: string) => cfg.server.dhcp.pools.some((p) => inSubnet(ip, p.subnet));
   cfg.hosts.forEach((h, i) => {
     const here = (sub: PathSeg[]) => hostAt(i, sub);
     const report = (sub: PathSeg[], message: string) => {
@@ -118,6 +131,13 @@ export function crossCheck(
       const first = byUuid.get(h.uuid);
       if (first !== undefined) report(['uuid'], `UUID ${h.uuid} is listed twice; first at ${fmt(cfg.hosts[first]!.origin)}`);
       else byUuid.set(h.uuid, i);
+    }
+    if (h.ip) {
+      const first = byIp.get(h.ip);
+      if (first !== undefined) report(['ip'], `address ${h.ip} is reserved twice; first at ${fmt(cfg.hosts[first]!.origin)}`);
+      else byIp.set(h.ip, i);
+      if (!h.mac) report(['ip'], 'an address reservation needs the host\'s mac');
+      if (cfg.server.dhcp.mode === 'full' && cfg.server.dhcp.pools.length > 0 && !inPool(h.ip)) report(['ip'], `address ${h.ip} is in no subnet of server.dhcp.pools`);
     }
     const group = h.group ? cfg.groups[h.group] : undefined;
     if (h.group && !group) report(['group'], `group "${h.group}" does not exist; defined: ${list(names(cfg.groups))}`);
@@ -150,6 +170,16 @@ export function crossCheck(
       if (dflt === null && have[v] === undefined) add([...path, 'sequence'], `sequence "${sequence}" requires variable "${v}"; set it in ${where}`);
     }
   }
+}
+
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((a, o) => (a << 8) + Number(o), 0) >>> 0;
+}
+
+function inSubnet(ip: string, cidr: string): boolean {
+  const [net, bits] = cidr.split('/');
+  const mask = Number(bits) === 0 ? 0 : (~0 << (32 - Number(bits))) >>> 0;
+  return (ipToInt(ip) & mask) === (ipToInt(net!) & mask);
 }
 
 function fmt(l: Location): string {

@@ -34,6 +34,8 @@ export interface HostEntry {
   index: number;
   mac?: string;
   uuid?: string;
+  /** DHCP reservation (full mode). */
+  ip?: string;
   hostname?: string;
   group?: string;
   sequence?: string;
@@ -316,6 +318,7 @@ function hostEntry(h: RawHost, index: number, origin: Location): HostEntry {
     index,
     ...(h.mac ? { mac: normalizeMac(h.mac) ?? h.mac } : {}),
     ...(h.uuid ? { uuid: normalizeUuid(h.uuid) ?? h.uuid } : {}),
+    ...(h.ip ? { ip: h.ip } : {}),
     ...(h.hostname ? { hostname: h.hostname } : {}),
     ...(h.group ? { group: h.group } : {}),
     ...(h.sequence ? { sequence: h.sequence } : {}),

@@ -259,6 +259,8 @@ const Group = Obj({
 export const Host = Obj({
   mac: Type.Optional(MacText),
   uuid: Type.Optional(Uuid),
+  /** Fixed address for this MAC when swarmboot is the DHCP server (dhcp.mode: full). */
+  ip: Type.Optional(IPv4),
   hostname: Type.Optional(Type.String({ minLength: 1, maxLength: 63 })),
   group: Type.Optional(Name),
   sequence: Type.Optional(Name),

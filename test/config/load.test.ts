@@ -190,6 +190,28 @@ machines:
   assert.match(out, /machines\.hosts\[2\]: a host needs a mac or a uuid/);
 });
 
+test('DHCP pools and reservations are checked: ranges inside subnets, no address reserved twice', () => {
+  const out = issues(`server:
+  dhcp:
+    mode: full
+    pools:
+      - { subnet: 10.0.0.0/24, rangeStart: 10.0.0.200, rangeEnd: 10.0.0.100, router: 10.0.1.1 }
+      - { subnet: 10.1.0.0/24, rangeStart: 10.2.0.1, rangeEnd: 10.1.0.9 }
+machines:
+  hosts:
+    - { mac: "00:00:00:00:00:01", ip: 10.0.0.5 }
+    - { mac: "00:00:00:00:00:02", ip: 10.0.0.5 }
+    - { uuid: 11111111-2222-3333-4444-555555555555, ip: 10.9.0.5 }
+`).join('\n');
+  assert.match(out, /server\.dhcp\.pools\[0\]\.rangeEnd: range end 10\.0\.0\.100 is before its start 10\.0\.0\.200/);
+  assert.match(out, /server\.dhcp\.pools\[0\]\.router: router 10\.0\.1\.1 is outside 10\.0\.0\.0\/24/);
+  assert.match(out, /server\.dhcp\.pools\[1\]\.rangeStart: 10\.2\.0\.1 is outside 10\.1\.0\.0\/24/);
+  assert.match(out, /machines\.hosts\[1\]\.ip: address 10\.0\.0\.5 is reserved twice/);
+  assert.match(out, /machines\.hosts\[2\]\.ip: an address reservation needs the host's mac/);
+  assert.match(out, /machines\.hosts\[2\]\.ip: address 10\.9\.0\.5 is in no subnet of server\.dhcp\.pools/);
+  assert.match(issues('server: { dhcp: { mode: full } }\n')[0]!, /server\.dhcp\.mode: full DHCP mode needs at least one entry/);
+});
+
 test('check-config prints every problem with its location and exits non-zero', () => {
   const { dir, cleanup } = tempDir();
   try {
