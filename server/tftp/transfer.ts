@@ -1,0 +1,333 @@
+/**
+ * One read transfer on its own socket: windowed send (RFC 7440, or Microsoft's variable window),
+ * 16-bit block numbers unwrapped to full ones (files of several GB), go-back-N on a partial or
+ * duplicate ACK, and an adaptive retransmit timer with bounded retries.
+ *
+ * Timing is driven by the server's shared ticker calling `tick(now)`: one interval for all transfers
+ * instead of a timer re-armed on every ACK.
+ */
+import type { Socket } from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import { encodeError, ERR_UNDEFINED, ERR_UNKNOWN_TID, OP_ACK, OP_ERROR, writeDataHeader } from './codec.ts';
+import type { BlockReader } from './cache.ts';
+
+export type Outcome = 'ok' | 'probe' | 'timeout' | 'client_error' | 'read_error' | 'shutdown';
+
+export interface TransferTiming {
+  /** Retransmit timeout before any round trip has been measured, and the ceiling of the adaptive timer. */
+  initialRtoMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  /** Consecutive timeouts before the transfer is abandoned. */
+  retries: number;
+}
+
+export interface TransferInit {
+  socket: Socket;
+  address: string;
+  port: number;
+  reader: BlockReader;
+  blksize: number;
+  windowsize: number;
+  maxWindowsize: number;
+  msftwindow: boolean;
+  tsizeRequested: boolean;
+  /** OACK to send first, or null for a plain RFC 1350 transfer that starts with DATA 1. */
+  oack: Buffer | null;
+  timing: TransferTiming;
+  onDone: (t: Transfer, outcome: Outcome, detail: string) => void;
+  /** Packets that arrived and were not used, by reason (counted by the server). */
+  onDrop: (reason: string) => void;
+  /** Shared datagram counter of all transfer sockets. */
+  received: { packets: number };
+}
+
+export class Transfer {
+  readonly address: string;
+  readonly port: number;
+  readonly size: number;
+  readonly blksize: number;
+  readonly startedAt = performance.now();
+  readonly lastBlock: number;
+
+  /** Counters the server folds into its metrics. */
+  retransmits = 0;
+  ackedBytes = 0;
+  flushedBytes = 0;
+  flushedRetransmits = 0;
+
+  private readonly socket: Socket;
+  private readonly reader: BlockReader;
+  private readonly init: TransferInit;
+  private readonly timing: TransferTiming;
+
+  private phase: 'oack' | 'data' | 'done' = 'data';
+  private ws: number;
+  /** Highest full block number acknowledged (0 = OACK acknowledged or nothing yet). */
+  private acked = 0;
+  /** Highest full block number ever sent. */
+  private sentMax = 0;
+  private next = 1;
+  private windowEnd = 0;
+  private windowSentAt = 0;
+  private windowResent = false;
+  /** The window just acknowledged went out more than once: its spare copies may still draw one stale ACK. */
+  private staleAckExpected = false;
+  /** A duplicate ACK already triggered a resend of the current window. */
+  private dupResent = false;
+  private lastSendAt = 0;
+  private waitingForDisk = false;
+  deadline = Infinity;
+  private tries = 0;
+  private rto: number;
+  private maxRto: number;
+  private srtt = -1;
+  private rttvar = 0;
+  private slots: Buffer[] = [];
+  private readonly onReadyBound: (err: Error | null) => void;
+
+  constructor(init: TransferInit) {
+    this.init = init;
+    this.socket = init.socket;
+    this.reader = init.reader;
+    this.address = init.address;
+    this.port = init.port;
+    this.size = init.reader.size;
+    this.blksize = init.blksize;
+    this.ws = init.windowsize;
+    this.timing = init.timing;
+    this.maxRto = init.timing.maxRtoMs;
+    this.rto = Math.min(init.timing.initialRtoMs, this.maxRto);
+    // A file that is an exact multiple of blksize ends with an empty block.
+    this.lastBlock = Math.floor(this.size / this.blksize) + 1;
+    this.onReadyBound = (err) => this.onDiskReady(err);
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
+  }
+
+  /** Sends the OACK (or the first window) and starts the clock. */
+  start(): void {
+    if (this.init.oack) {
+      this.phase = 'oack';
+      this.sendOack();
+    } else {
+      this.phase = 'data';
+      this.sendWindow(1, false);
+    }
+  }
+
+  get done(): boolean {
+    return this.phase === 'done';
+  }
+
+  get blocksAcked(): number {
+    return this.acked;
+  }
+
+  /** Called by the server's ticker. */
+  tick(now: number): void {
+    if (this.phase === 'done' || now < this.deadline) return;
+    if (++this.tries > this.timing.retries) {
+      this.send(encodeError(ERR_UNDEFINED, 'transfer timed out'));
+      this.finish('timeout', `no ACK after ${this.timing.retries} retries (block ${this.acked + 1})`);
+      return;
+    }
+    // Exponential backoff; the next measured round trip brings it back down.
+    this.rto = Math.min(this.rto * 2, this.maxRto);
+    if (this.phase === 'oack') this.sendOack();
+    else this.sendWindow(this.acked + 1, true);
+  }
+
+  /** Ends the transfer from outside (server shutdown). */
+  abort(outcome: Outcome, detail: string, message?: string): void {
+    if (this.phase === 'done') return;
+    if (message) this.send(encodeError(ERR_UNDEFINED, message));
+    this.finish(outcome, detail);
+  }
+
+  private onMessage(msg: Buffer, address: string, port: number): void {
+    this.init.received.packets++;
+    if (this.phase === 'done') return;
+    if (port !== this.port || address !== this.address) {
+      // RFC 1350: a packet from the wrong TID gets ERROR 5 and the transfer carries on.
+      this.init.onDrop('foreign_tid');
+      try {
+        this.socket.send(encodeError(ERR_UNKNOWN_TID, 'unknown transfer ID'), port, address);
+      } catch {
+        // socket closing
+      }
+      return;
+    }
+    if (msg.length >= 4 && msg.length <= 5 && msg[0] === 0 && msg[1] === OP_ACK) {
+      this.onAck((msg[2]! << 8) | msg[3]!, msg.length === 5 ? msg[4]! : -1);
+      return;
+    }
+    if (msg.length >= 4 && msg[0] === 0 && msg[1] === OP_ERROR) {
+      const code = msg.readUInt16BE(2);
+      const end = msg.indexOf(0, 4);
+      const text = msg.toString('latin1', 4, Math.min(end === -1 ? msg.length : end, 132)).replace(/[^\x20-\x7e]/g, '?');
+      // UEFI PXE asks for tsize, reads the OACK and says "that's all": a probe, not a failure.
+      if (this.phase === 'oack' && this.init.tsizeRequested && (code === 8 || code === 0)) {
+        this.finish('probe', `tsize probe (ERROR ${code} ${text})`);
+      } else {
+        this.finish('client_error', `client sent ERROR ${code}: ${text}`);
+      }
+      return;
+    }
+    this.init.onDrop('unexpected_packet');
+  }
+
+  private onAck(block16: number, nextWindow: number): void {
+    const now = performance.now();
+    if (this.phase === 'oack') {
+      if (block16 !== 0) {
+        this.init.onDrop('bad_ack');
+        return;
+      }
+      this.phase = 'data';
+      this.tries = 0;
+      this.sample(now - this.lastSendAt);
+      if (this.init.msftwindow && nextWindow > 0) this.ws = Math.min(nextWindow, this.init.maxWindowsize);
+      this.sendWindow(1, false);
+      return;
+    }
+    // Unwrap the 16-bit block number to the full one nearest what we already know is acknowledged.
+    let d = (block16 - (this.acked & 0xffff)) & 0xffff;
+    if (d >= 0x8000) d -= 0x10000;
+    const full = this.acked + d;
+    if (full > this.sentMax || full < this.acked) {
+      this.init.onDrop(full < this.acked ? 'stale_ack' : 'bad_ack');
+      return;
+    }
+    if (this.init.msftwindow && nextWindow > 0) this.ws = Math.min(nextWindow, this.init.maxWindowsize);
+    if (full === this.acked) {
+      // Duplicate ACK: the client is missing block acked+1, so resend now rather than at the timeout.
+      // But when the last window went out twice, its spare copy makes the client repeat its ACK; answering
+      // that with yet another window is the sorcerer's apprentice, so that one is ignored. At most one
+      // resend per window comes from duplicates; the timer covers the rest.
+      if (this.staleAckExpected) {
+        this.staleAckExpected = false;
+        this.init.onDrop('stale_ack');
+        return;
+      }
+      if (this.dupResent || this.waitingForDisk) return;
+      this.dupResent = true;
+      this.sendWindow(this.acked + 1, true);
+      return;
+    }
+    if (full === this.windowEnd && !this.windowResent) this.sample(now - this.windowSentAt);
+    this.staleAckExpected = this.windowResent;
+    this.dupResent = false;
+    this.acked = full;
+    this.tries = 0;
+    this.ackedBytes = Math.min(this.size, full * this.blksize);
+    if (full >= this.lastBlock) {
+      this.finish('ok', 'complete');
+      return;
+    }
+    // A partial ACK means the client saw a gap: go back to the block after it (RFC 7440).
+    this.sendWindow(full + 1, full < this.windowEnd);
+  }
+
+  private sample(rtt: number): void {
+    if (!(rtt >= 0)) return;
+    if (this.srtt < 0) {
+      this.srtt = rtt;
+      this.rttvar = rtt / 2;
+    } else {
+      this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - rtt);
+      this.srtt = 0.875 * this.srtt + 0.125 * rtt;
+    }
+    this.rto = Math.min(Math.max(this.srtt + 4 * this.rttvar, this.timing.minRtoMs), this.maxRto);
+  }
+
+  private sendOack(): void {
+    this.send(this.init.oack!);
+    this.lastSendAt = performance.now();
+    this.deadline = this.lastSendAt + this.rto;
+  }
+
+  private sendWindow(from: number, resend: boolean): void {
+    this.next = from;
+    this.windowEnd = Math.min(from + this.ws - 1, this.lastBlock);
+    this.windowResent = resend || from <= this.sentMax;
+    const bs = this.blksize;
+    const endByte = Math.min(this.size, this.windowEnd * bs);
+    this.reader.want((from - 1) * bs, endByte);
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.phase !== 'data' || this.waitingForDisk) return;
+    const bs = this.blksize;
+    const size = this.size;
+    const windowEnd = this.windowEnd;
+    if (this.slots.length < this.ws) this.growSlots();
+    const slots = this.slots;
+    const nslots = slots.length;
+    while (this.next <= windowEnd) {
+      const b = this.next;
+      const off = (b - 1) * bs;
+      const len = Math.min(bs, size - off);
+      let pkt = slots[b % nslots]!;
+      if (len < bs) pkt = pkt.subarray(0, 4 + len);
+      if (len > 0 && !this.reader.copy(off, len, pkt, 4)) {
+        this.waitingForDisk = true;
+        this.deadline = Infinity;
+        this.reader.onReady(this.onReadyBound);
+        return;
+      }
+      writeDataHeader(pkt, b);
+      if (b <= this.sentMax) this.retransmits++;
+      else this.sentMax = b;
+      this.send(pkt);
+      this.next = b + 1;
+    }
+    const now = performance.now();
+    this.lastSendAt = now;
+    this.windowSentAt = now;
+    this.deadline = now + this.rto;
+  }
+
+  private onDiskReady(err: Error | null): void {
+    this.waitingForDisk = false;
+    if (this.phase === 'done') return;
+    if (err) {
+      this.send(encodeError(ERR_UNDEFINED, 'read error on server'));
+      this.finish('read_error', err.message);
+      return;
+    }
+    this.pump();
+  }
+
+  private growSlots(): void {
+    // Slot for block b is b % slots.length: blocks of one window never share a slot, and a slot is
+    // only rewritten for a later window once the client has acknowledged the block it held.
+    const n = this.ws;
+    const slots: Buffer[] = [];
+    const pool = Buffer.allocUnsafeSlow(n * (this.blksize + 4));
+    for (let i = 0; i < n; i++) slots.push(pool.subarray(i * (this.blksize + 4), (i + 1) * (this.blksize + 4)));
+    this.slots = slots;
+  }
+
+  private send(buf: Buffer): void {
+    try {
+      this.socket.send(buf, this.port, this.address);
+    } catch {
+      // The socket is closing; the transfer is ending anyway.
+    }
+  }
+
+  private finish(outcome: Outcome, detail: string): void {
+    if (this.phase === 'done') return;
+    this.phase = 'done';
+    this.deadline = Infinity;
+    this.reader.close();
+    this.slots = [];
+    try {
+      this.socket.close();
+    } catch {
+      // already closed
+    }
+    this.init.onDone(this, outcome, detail);
+  }
+}
