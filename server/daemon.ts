@@ -17,12 +17,13 @@ import { createHttpApp } from './http/app.ts';
 import { bootRoutes } from './http/boot.ts';
 import { resolveAdminToken } from './admin-token.ts';
 import { explainBindError } from './bind-error.ts';
+import { startTftp, type TftpServer } from './tftp/server.ts';
 
 export interface DaemonOptions {
   configFile: string;
   logger: Logger;
   /** Override listen ports (tests use 0 for ephemeral ports). */
-  ports?: { http?: number };
+  ports?: { http?: number; tftp?: number; dhcp?: number; pxe?: number };
   /** Start the config watcher (default true). */
   watch?: boolean;
   env?: NodeJS.ProcessEnv;
@@ -32,6 +33,7 @@ export interface Daemon {
   config: () => LoadedConfig;
   reload: (reason: string) => ReloadResult;
   httpAddress: () => { address: string; port: number };
+  tftpAddress: () => { address: string; port: number } | undefined;
   baseUrl: () => string;
   db: DatabaseSync;
   adminToken: string;
@@ -109,7 +111,29 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     if (addr && typeof addr === 'object') httpPort = addr.port;
     log.info({ url: baseUrl(), listen: `${httpHost}:${httpPort}` }, 'HTTP listening');
 
+    let tftp: TftpServer | undefined;
+    const t = cfg0.server.tftp;
+    if (t.enabled) {
+      tftp = await startTftp({
+        root: t.root,
+        host: t.host,
+        port: o.ports?.tftp ?? t.port,
+        maxBlksize: t.maxBlksize,
+        maxWindowsize: t.maxWindowsize,
+        maxTransfers: t.maxTransfers,
+        logger: log,
+        metrics,
+      });
+      const tf = tftp;
+      cleanups.push(() => tf.close());
+      log.info({ root: t.root, listen: `${tf.address().address}:${tf.address().port}` }, 'TFTP listening');
+    }
+
     holder.onResult((r) => reloads.inc({ result: r.result }));
+    holder.onChange((next, prev) => {
+      const changed = Object.keys(next.server).filter((k) => JSON.stringify(next.server[k as keyof typeof next.server]) !== JSON.stringify(prev.server[k as keyof typeof prev.server]));
+      if (changed.length) log.warn({ keys: changed.map((k) => `server.${k}`) }, 'these server settings take effect at the next restart; everything else is live');
+    });
     if (o.watch !== false) holder.watch();
     cleanups.push(() => holder.unwatch());
 
@@ -118,6 +142,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       config: () => holder.current,
       reload: (reason) => holder.reload(reason),
       httpAddress: () => ({ address: httpHost, port: httpPort }),
+      tftpAddress: () => tftp?.address(),
       baseUrl,
       db,
       adminToken: token.token,
