@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig } from './config/load.ts';
+import { ConfigError } from './config/load.ts';
+import { loadConfigChecked } from './config/content-check.ts';
 import { createLogger } from './server/log.ts';
 import { startDaemon } from './server/daemon.ts';
 
@@ -18,6 +19,9 @@ Usage:
   swarmboot serve --config FILE     run the daemon; the config reloads when its files change
                                     and on SIGHUP (--no-watch: on SIGHUP only)
   swarmboot check-config FILE       validate a config; prints every problem with file:line:column
+  swarmboot content scan --config FILE
+                                    hash every content package (unchanged files are not hashed
+                                    again), list WIM images, report packages that cannot be served
   swarmboot demo                    create a small demo content set and serve config/example.yaml
   swarmboot --help | --version
 
@@ -48,8 +52,7 @@ async function serve(configFile: string, watch = true): Promise<number> {
   }
   const d = daemon;
   process.on('SIGHUP', () => {
-    const r = d.reload('SIGHUP');
-    logger.info({ result: r.result }, 'SIGHUP reload');
+    void d.reload('SIGHUP').then((r) => logger.info({ result: r.result }, 'SIGHUP reload'));
   });
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string) => {
@@ -63,9 +66,9 @@ async function serve(configFile: string, watch = true): Promise<number> {
   return 0;
 }
 
-function checkConfig(file: string): number {
+async function checkConfig(file: string): Promise<number> {
   try {
-    const cfg = loadConfig(file);
+    const cfg = await loadConfigChecked(file);
     const assigned = cfg.hosts.filter((h) => h.sequence || h.group).length;
     process.stdout.write(
       `${cfg.file}: OK (${cfg.files.length} file${cfg.files.length === 1 ? '' : 's'}, ${cfg.hosts.length} hosts, ${assigned} with an assignment, ` +
@@ -80,6 +83,37 @@ function checkConfig(file: string): number {
     }
     throw e;
   }
+}
+
+async function contentScan(file: string): Promise<number> {
+  let cfg;
+  try {
+    cfg = await loadConfigChecked(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  const { openDatabase } = await import('./state/db.ts');
+  const { scanContent } = await import('./content/scan.ts');
+  const { createProgressRenderer } = await import('./content/progress.ts');
+  const { packageSpecs } = await import('./server/content-service.ts');
+  const logger = createLogger({ level: 'warn' });
+  const db = openDatabase(cfg.server.dataDir);
+  const progress = createProgressRenderer();
+  const cat = await scanContent(packageSpecs(cfg), { db, logger, onProgress: progress.onProgress });
+  progress.finish();
+  const size = (n: number) => (n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${n} B`);
+  for (const p of cat.list()) {
+    process.stdout.write(`${p.id.padEnd(24)} ${p.kind.padEnd(8)} ${String(p.files.length).padStart(5)} files ${size(p.totalSize).padStart(11)}  sha256:${p.sha256}\n`);
+    for (const img of p.wim?.images ?? []) process.stdout.write(`${''.padEnd(34)}image ${img.index}: ${img.name}${img.edition ? ` (${img.edition})` : ''}, ${size(img.totalBytes)}\n`);
+  }
+  for (const [id, problem] of cat.problems()) process.stdout.write(`${id.padEnd(24)} UNAVAILABLE: ${problem}\n`);
+  cat.close();
+  db.close();
+  return cat.problems().size > 0 ? 1 : 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -118,6 +152,14 @@ async function main(argv: string[]): Promise<number> {
         return 64;
       }
       return checkConfig(file);
+    }
+    case 'content': {
+      const file = values.config ?? rest[1];
+      if (rest[0] !== 'scan' || !file) {
+        process.stderr.write('usage: swarmboot content scan --config FILE\n');
+        return 64;
+      }
+      return contentScan(file);
     }
     case 'demo': {
       const { createDemo } = await import('./server/demo.ts');

@@ -13,19 +13,26 @@ export interface PackageFile {
   sha256: string;
 }
 
-export interface PackageInfo {
+/** What boot/ needs to know of a content package. */
+export interface PackageFacts {
   id: string;
   kind: string;
   size: number;
   sha256: string;
   files: PackageFile[];
-  /** WIM images, when the package is a WIM. */
-  images?: Array<{ index: number; name: string }>;
-  models: string[];
 }
 
-/** What content/ knows about a package; undefined when it is not available (missing, not hashed yet). */
-export type PackageLookup = (id: string) => PackageInfo | undefined;
+/** The content store as sequence resolution sees it (content/view.ts adapts the catalogue). */
+export interface ContentView {
+  /** undefined when the package is not available (missing on disk, being hashed). */
+  lookup(id: string): PackageFacts | undefined;
+  /** Why a package is not available, in words an admin can act on. */
+  unavailable(id: string): string;
+  /** The WIM image a step names (index or name; none: the package default or its only image). */
+  resolveImage(id: string, ref: number | string | undefined): { index: number; name: string } | { error: string };
+  /** The drivers package for an SMBIOS model, by the packages' model lists. */
+  driversFor(model: string): string | undefined;
+}
 
 export interface ResolvedPackage {
   id: string;
@@ -73,31 +80,15 @@ export function builtinVariables(o: { mac: string; ip?: string | null; uuid?: st
   };
 }
 
-function norm(model: string): string {
-  return model.trim().replace(/\s+/g, ' ').toLowerCase();
-}
-
-/** The drivers package for an SMBIOS model: exact (case- and space-insensitive) match first, then the longest model that is a prefix. */
-export function driversForModel(model: string | undefined, candidates: PackageInfo[]): PackageInfo | undefined {
-  if (!model) return undefined;
-  const m = norm(model);
-  const exact = candidates.find((p) => p.models.some((x) => norm(x) === m));
-  if (exact) return exact;
-  let best: PackageInfo | undefined;
-  let bestLen = 0;
-  for (const p of candidates) for (const x of p.models) if (m.startsWith(norm(x)) && norm(x).length > bestLen) { best = p; bestLen = norm(x).length; }
-  return best;
-}
-
 export function resolveSequence(
   seq: SequenceDef,
   vars: Vars,
-  lookup: PackageLookup,
-  opts: { baseUrl: string; model?: string; driverPackages: string[] },
+  content: ContentView,
+  opts: { baseUrl: string; model?: string },
 ): ResolvedStep[] {
   const pkg = (id: string, stepIndex: number): ResolvedPackage => {
-    const info = lookup(id);
-    if (!info) throw new SequenceUnavailable(`step ${stepIndex}: package "${id}" is not available yet (missing on disk or not hashed); see \`swarmboot content scan\``);
+    const info = content.lookup(id);
+    if (!info) throw new SequenceUnavailable(`step ${stepIndex}: package "${id}" is not available: ${content.unavailable(id)}`);
     const base = `${opts.baseUrl}/content/${encodeURIComponent(id)}`;
     const files = info.files.map((f) => ({ ...f, url: `${base}/${f.path.split('/').map(encodeURIComponent).join('/')}` }));
     return { id, kind: info.kind, url: files.length === 1 ? files[0]!.url : `${base}/`, size: info.size, sha256: info.sha256, files };
@@ -107,22 +98,16 @@ export function resolveSequence(
     switch (s.type) {
       case 'apply-image': {
         const p = pkg(s.package, index);
-        const info = lookup(s.package);
-        let image: { index: number; name?: string } = { index: 1 };
-        if (typeof s.image === 'number') image = { index: s.image, ...nameOf(info, s.image) };
-        else if (typeof s.image === 'string') {
-          const found = info?.images?.find((i) => i.name.toLowerCase() === s.image!.toString().toLowerCase());
-          if (!found) throw new SequenceUnavailable(`step ${index}: image "${s.image}" is not in ${s.package} (has: ${(info?.images ?? []).map((i) => `${i.index} ${i.name}`).join(', ') || 'no images'})`);
-          image = { index: found.index, name: found.name };
-        } else image = { index: 1, ...nameOf(info, 1) };
+        const image = content.resolveImage(s.package, s.image);
+        if ('error' in image) throw new SequenceUnavailable(`step ${index}: ${image.error}`);
         return { ...base, package: p, image, disk: s.disk ?? 0 };
       }
       case 'drivers': {
         if (s.package !== 'auto') return { ...base, package: pkg(s.package, index) };
-        const candidates = opts.driverPackages.map((id) => lookup(id)).filter((x): x is PackageInfo => x !== undefined);
-        const chosen = driversForModel(opts.model, candidates);
-        if (!chosen) return { ...base, package: null, note: opts.model ? `no driver package lists model "${opts.model}"` : 'the machine did not report its model (pass ?model=)' };
-        return { ...base, package: pkg(chosen.id, index), note: `chosen for model "${opts.model}"` };
+        if (!opts.model) return { ...base, package: null, note: 'the machine did not report its model (pass ?model=)' };
+        const chosen = content.driversFor(opts.model);
+        if (!chosen) return { ...base, package: null, note: `no driver package lists model "${opts.model}"` };
+        return { ...base, package: pkg(chosen, index), note: `chosen for model "${opts.model}"` };
       }
       case 'install-package':
         return { ...base, package: pkg(s.package, index), ...(s.command ? { command: renderTemplate(s.command, vars) } : {}) };
@@ -132,9 +117,4 @@ export function resolveSequence(
         return { ...base, into: s.into ?? 'local' };
     }
   });
-}
-
-function nameOf(info: PackageInfo | undefined, index: number): { name?: string } {
-  const n = info?.images?.find((i) => i.index === index)?.name;
-  return n ? { name: n } : {};
 }

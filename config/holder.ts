@@ -7,7 +7,8 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, basename } from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError, loadConfig, type LoadedConfig } from './load.ts';
+import { ConfigError, type LoadedConfig } from './load.ts';
+import { loadConfigChecked } from './content-check.ts';
 import { formatIssue } from './yaml-source.ts';
 
 export type ReloadResult =
@@ -31,8 +32,8 @@ export class ConfigHolder {
     this.log = logger.child({ component: 'config' });
   }
 
-  static load(file: string, logger: Logger): ConfigHolder {
-    return new ConfigHolder(loadConfig(file), logger);
+  static async load(file: string, logger: Logger): Promise<ConfigHolder> {
+    return new ConfigHolder(await loadConfigChecked(file), logger);
   }
 
   get current(): LoadedConfig {
@@ -49,16 +50,23 @@ export class ConfigHolder {
     this.resultListeners.push(fn);
   }
 
-  reload(reason: string): ReloadResult {
-    const r = this.tryReload(reason);
-    for (const fn of this.resultListeners) fn(r);
-    return r;
+  /** Reloads run one at a time, in order: a quick second save never races the first. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  reload(reason: string): Promise<ReloadResult> {
+    const run = this.chain.then(async () => {
+      const r = await this.tryReload(reason);
+      for (const fn of this.resultListeners) fn(r);
+      return r;
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
   }
 
-  private tryReload(reason: string): ReloadResult {
+  private async tryReload(reason: string): Promise<ReloadResult> {
     let next: LoadedConfig;
     try {
-      next = loadConfig(this.snapshot.file);
+      next = await loadConfigChecked(this.snapshot.file);
     } catch (e) {
       const errors = e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message];
       this.reloads.refused++;
@@ -102,7 +110,7 @@ export class ConfigHolder {
         const w = watch(dir, { persistent: false }, (_event, name) => {
           if (name && !names.has(name.toString()) && !/\.ya?ml$/i.test(name.toString())) return;
           clearTimeout(this.timer);
-          this.timer = setTimeout(() => this.reload(`file changed: ${name ?? dir}`), debounceMs);
+          this.timer = setTimeout(() => void this.reload(`file changed: ${name ?? dir}`), debounceMs);
         });
         w.on('error', (err) => this.log.warn({ err, dir }, 'config watch failed; SIGHUP still reloads'));
         this.watchers.push(w);

@@ -112,6 +112,8 @@ export interface LoadedConfig {
   defaultRule: { action: MachineAction; sequence?: string; variables: Vars };
   groups: Record<string, GroupEntry>;
   hosts: HostEntry[];
+  /** Where a key of the main file is written (for checks made after loading, e.g. against WIMs). */
+  locate: (path: PathSeg[]) => Location;
   index: {
     byMac: Map<string, HostEntry>;
     byUuid: Map<string, HostEntry>;
@@ -298,6 +300,7 @@ function loadFromSource(src: YamlSource): LoadedConfig {
     defaultRule,
     groups,
     hosts,
+    locate: (path) => src.locate(path),
     index: { byMac: new Map(), byUuid: new Map(), prefixes: [] },
   };
 

@@ -11,13 +11,15 @@ import type { LoadedConfig } from '../config/load.ts';
 import { openDatabase } from '../state/db.ts';
 import { MachineStore } from '../state/machines.ts';
 import { Deployments } from '../state/deployments.ts';
-import type { PackageLookup } from '../boot/sequence.ts';
 import { Registry } from './metrics.ts';
 import { createHttpApp } from './http/app.ts';
 import { bootRoutes } from './http/boot.ts';
 import { resolveAdminToken } from './admin-token.ts';
 import { explainBindError } from './bind-error.ts';
 import { startTftp, type TftpServer } from './tftp/server.ts';
+import { ContentService } from './content-service.ts';
+import { contentRoutes } from './http/content.ts';
+import { bootFileRoutes } from './http/boot-files.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -31,12 +33,14 @@ export interface DaemonOptions {
 
 export interface Daemon {
   config: () => LoadedConfig;
-  reload: (reason: string) => ReloadResult;
+  reload: (reason: string) => Promise<ReloadResult>;
   httpAddress: () => { address: string; port: number };
   tftpAddress: () => { address: string; port: number } | undefined;
   baseUrl: () => string;
   db: DatabaseSync;
   adminToken: string;
+  /** Resolves when the content scan that is running (or the last one) has finished. */
+  contentReady: () => Promise<void>;
   close: () => Promise<void>;
 }
 
@@ -50,7 +54,7 @@ export function detectAddress(): string {
 
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.logger;
-  const holder = ConfigHolder.load(o.configFile, log);
+  const holder = await ConfigHolder.load(o.configFile, log);
   const cfg0 = holder.current;
   if (log.level !== 'silent') log.level = cfg0.server.logLevel;
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -81,11 +85,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     let httpPort = o.ports?.http ?? cfg0.server.http.port;
     const baseUrl = () => holder.current.server.http.publicUrl ?? `http://${address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
 
-    // Content lookups come from the content store once it is wired in; until a package is known it
-    // is reported as unavailable (503), never invented.
-    const content: PackageLookup = () => undefined;
+    const content = new ContentService(db, log);
+    cleanups.push(() => content.close());
+    void content.update(cfg0, 'start');
+    holder.onChange((next) => void content.update(next, 'config changed'));
 
-    const deployments = new Deployments({ config: () => holder.current, store, content, baseUrl, serverAddress: address, logger: log });
+    const deployments = new Deployments({ config: () => holder.current, store, content: () => content.view(), baseUrl, serverAddress: address, logger: log });
 
     const app = await createHttpApp({
       logger: log,
@@ -94,9 +99,14 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       store,
       config: () => holder.current,
       adminToken: () => token.token,
-      plugins: [{ plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } }],
+      plugins: [
+        { plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } },
+        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics } },
+        { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root } },
+      ],
       health: () => ({
         config: { file: holder.current.file, digest: holder.current.digest.slice(0, 12), loadedAt: holder.loadedAt.toISOString(), lastReloadError: holder.lastError },
+        content: content.health(),
         uptimeSeconds: Math.round(process.uptime()),
       }),
     });
@@ -146,6 +156,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       baseUrl,
       db,
       adminToken: token.token,
+      contentReady: () => content.update(holder.current, 'wait'),
       close,
     };
   } catch (e) {

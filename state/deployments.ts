@@ -7,13 +7,13 @@ import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.ts';
 import { resolveAssignment, type Assignment } from '../boot/assign.ts';
 import { applyEvent, planBoot, type BootPlan, type ProgressEvent } from '../boot/deployment.ts';
-import { builtinVariables, resolveSequence, SequenceUnavailable, type PackageLookup, type ResolvedStep } from '../boot/sequence.ts';
+import { builtinVariables, resolveSequence, SequenceUnavailable, type ContentView, type ResolvedStep } from '../boot/sequence.ts';
 import { deploymentOf, type MachineRow, type MachineStore, type SeenFacts } from './machines.ts';
 
 export interface DeploymentsDeps {
   config: () => LoadedConfig;
   store: MachineStore;
-  content: PackageLookup;
+  content: () => ContentView;
   /** Base URL machines use to reach the HTTP server, no trailing slash. */
   baseUrl: () => string;
   serverAddress: () => string;
@@ -92,11 +92,8 @@ export class Deployments {
     };
     let steps: ResolvedStep[];
     try {
-      steps = resolveSequence(seq, vars, this.d.content, {
-        baseUrl: this.d.baseUrl(),
-        ...((q.model ?? row?.model) ? { model: (q.model ?? row?.model)! } : {}),
-        driverPackages: Object.values(cfg.packages).filter((p) => p.kind === 'drivers').map((p) => p.id),
-      });
+      const model = q.model ?? row?.model ?? undefined;
+      steps = resolveSequence(seq, vars, this.d.content(), { baseUrl: this.d.baseUrl(), ...(model ? { model } : {}) });
     } catch (e) {
       if (e instanceof SequenceUnavailable) return { kind: 'refused', status: 503, error: e.message, action: 'unavailable', state: row?.state ?? null };
       throw e;

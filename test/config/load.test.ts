@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, loadConfigText } from '../../config/load.ts';
 import { formatIssue } from '../../config/yaml-source.ts';
+import { readFileSync } from 'node:fs';
 import { tempDir, writeFiles, ROOT, NODE } from '../helpers.ts';
 
 function issues(text: string, file = '/cfg/swarmboot.yaml'): string[] {
@@ -223,6 +224,45 @@ test('check-config prints every problem with its location and exits non-zero', (
     const ok = spawnSync(NODE, [join(ROOT, 'cli.ts'), 'check-config', join(ROOT, 'config/example.yaml')], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /OK \(2 files, 6 hosts/);
+  } finally {
+    cleanup();
+  }
+});
+
+test('check-config reads WIM headers: an image the WIM lacks is an error at the step; content scan lists images', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFiles(dir, {
+      'src/a.txt': 'a\n',
+      'swarmboot.yaml': `server: { dataDir: data, contentDir: content }
+packages:
+  win: { kind: wim, path: win.wim }
+  gone: { kind: file, path: nothere.bin }
+sequences:
+  s:
+    steps:
+      - type: apply-image
+        package: win
+        image: "Windows Server"
+`,
+    });
+    const { execFileSync } = await import('node:child_process');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'content'));
+    execFileSync('wimcapture', [join(dir, 'src'), join(dir, 'content/win.wim'), 'Windows Pro', '--compress=none'], { stdio: 'ignore' });
+    const r = spawnSync(NODE, [join(ROOT, 'cli.ts'), 'check-config', join(dir, 'swarmboot.yaml')], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /swarmboot\.yaml:10:16: sequences\.s\.steps\[0\]\.image: package "win" has no image named "Windows Server"; it has 1 "Windows Pro"/);
+
+    writeFiles(dir, { 'swarmboot.yaml': readFileSync(join(dir, 'swarmboot.yaml'), 'utf8').replace('"Windows Server"', '"windows  pro"') });
+    const ok = spawnSync(NODE, [join(ROOT, 'cli.ts'), 'check-config', join(dir, 'swarmboot.yaml')], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+
+    const scan = spawnSync(NODE, [join(ROOT, 'cli.ts'), 'content', 'scan', '--config', join(dir, 'swarmboot.yaml')], { encoding: 'utf8' });
+    assert.equal(scan.status, 1, 'a package that cannot be served fails the scan');
+    assert.match(scan.stdout, /^win\s+wim\s+1 files .* sha256:[0-9a-f]{64}\n\s+image 1: Windows Pro/m);
+    assert.match(scan.stdout, /^gone\s+UNAVAILABLE: .*nothere\.bin/m);
+    assert.match(scan.stderr, /hash/, 'progress is shown');
   } finally {
     cleanup();
   }

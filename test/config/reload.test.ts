@@ -84,8 +84,8 @@ test('daemonFor helper keeps working with watch off', async () => {
   const d = await daemonFor(join(dir, 'swarmboot.yaml'));
   try {
     writeFiles(dir, { 'swarmboot.yaml': withHost('b') });
-    assert.equal(d.reload('test').result, 'applied');
-    assert.equal(d.reload('test').result, 'unchanged');
+    assert.equal((await d.reload('test')).result, 'applied');
+    assert.equal((await d.reload('test')).result, 'unchanged');
   } finally {
     await d.close();
     cleanup();
