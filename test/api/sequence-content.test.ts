@@ -34,13 +34,9 @@ sequences:
       - { type: apply-image, package: win, image: "Windows Pro" }
       - { type: drivers, package: auto }
       - { type: install-package, package: setup, command: "setup.exe /q" }
-  bad-image:
-    steps:
-      - { type: apply-image, package: win, image: "Windows Enterprise" }
 machines:
   hosts:
     - { mac: "00:00:00:00:00:01", sequence: deploy }
-    - { mac: "00:00:00:00:00:02", sequence: bad-image }
 `,
   });
   mkdirSync(join(dir, 'content/images'), { recursive: true });
@@ -80,12 +76,13 @@ test('a resolved sequence carries URL, size and SHA-256 for every package, and t
   assert.match(none.steps[1].note, /no driver package lists model "ThinkPad"/);
 });
 
-test('an image the WIM does not have: 503 naming the images it has', async () => {
-  const r = await fetch(`${d.url}/api/v1/machines/00:00:00:00:00:02/sequence`);
-  assert.equal(r.status, 503);
-  const body = await r.json();
-  assert.match(body.error, /no image named "Windows Enterprise"; it has 1 "Windows Home", 2 "Windows Pro"/);
-  assert.equal(body.action, 'unavailable');
+test('a config naming an image the WIM does not have is refused at start, naming the step and the images', async () => {
+  const bad = readFileSync(join(dir, 'swarmboot.yaml'), 'utf8').replace('image: "Windows Pro"', 'image: "Windows Enterprise"');
+  writeFileSync(join(dir, 'bad.yaml'), bad);
+  await assert.rejects(daemonFor(join(dir, 'bad.yaml')), (e: Error) => {
+    assert.match(e.message, /bad\.yaml:\d+:\d+: sequences\.deploy\.steps\[0\]\.image: package "win" has no image named "Windows Enterprise"; it has 1 "Windows Home", 2 "Windows Pro"/);
+    return true;
+  });
 });
 
 test('the TFTP root is served over HTTP with the same rules: any case, no escape', async () => {
