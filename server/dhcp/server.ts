@@ -1,0 +1,198 @@
+/**
+ * DHCP front end: ProxyDHCP or full DHCP on UDP 67, PXE boot server discovery on UDP 4011.
+ *
+ * ## Which network does a reply go to? (multi-homed servers)
+ *
+ * Node's UDP sockets cannot report the interface a datagram arrived on (no IP_PKTINFO) nor bind to
+ * a device (no SO_BINDTODEVICE). swarmboot therefore works like this:
+ *
+ * - It resolves the configured interface names (default: every non-loopback interface with IPv4)
+ *   to their address and subnet with os.networkInterfaces(); each is a "link".
+ * - One socket on 0.0.0.0:67 receives everything, broadcasts included. One more socket per link
+ *   is bound to that link's own address on port 67 (SO_REUSEADDR). Linux sends a 255.255.255.255
+ *   datagram out of the interface owning the socket's source address, so a broadcast reply sent
+ *   from a link's socket leaves on that link, from port 67 (iPXE ignores replies from any other
+ *   port). Unicast sent to one of our addresses lands on that link's socket, which tells us the
+ *   ingress link for relayed and renewing traffic.
+ * - Before binding, port 67 is probed without SO_REUSEADDR, so another DHCP server on the host is
+ *   detected and reported instead of silently sharing the port.
+ * - The network a request belongs to is chosen, in order, by: giaddr (a relay: the pool containing
+ *   giaddr, reply unicast to the relay on port 67); the link socket it arrived on; ciaddr or the
+ *   source address (a renewing client: the pool/link containing it); otherwise the request is a
+ *   broadcast from an unconfigured client whose link is unknown:
+ *   - ProxyDHCP answers it on every link, each reply carrying that link's own server address. A
+ *     client only sees the reply on its own segment; the others are ignored (xid mismatch). This
+ *     is correct for any number of interfaces.
+ *   - Full DHCP must pick one pool, so it serves broadcast clients on exactly one directly
+ *     attached subnet. A configuration with pools on two attached subnets is refused at start
+ *     with an error; other subnets are served through relays (giaddr), which is unambiguous, or
+ *     by one swarmboot per network namespace.
+ * - Broadcasts from networks that are not configured still reach 0.0.0.0:67 and are answered on
+ *   the configured link(s), where their sender cannot hear the reply; in full mode such a DISCOVER
+ *   holds an address for offerHoldSeconds. Keep other networks' DHCP traffic out with a firewall
+ *   rule (`iptables -A INPUT -i eth1 -p udp --dport 67 -j DROP`) or a network namespace.
+ * - A client without an address is always answered by broadcast: unicast to yiaddr would need an
+ *   ARP entry injected first, which Node cannot do.
+ */
+import dgram from 'node:dgram';
+import type { Logger } from '../log.ts';
+import { createHandler, type Outgoing } from './handler.ts';
+import { LeaseStore, type LeaseState } from './leases.ts';
+import { ipToString } from './ip.ts';
+import { type Link, resolveTopology } from './networks.ts';
+import type { DhcpOptions } from './types.ts';
+
+export type { DhcpOptions } from './types.ts';
+export { DhcpConfigError } from './networks.ts';
+
+export interface DhcpServer {
+  /** Bound ports (the real ones when 0 = ephemeral was asked for). */
+  ports: { server: number; pxe: number | undefined };
+  /** Interfaces being served. */
+  links: Array<{ name: string; address: string; subnet: string }>;
+  /** Full mode: a snapshot of the lease table (for the admin UI and the API); empty in proxy mode. */
+  leases(): Array<{ ip: string; mac: string; state: LeaseState; expiresAt: number; hostname?: string }>;
+  close(): Promise<void>;
+}
+
+function bindError(err: NodeJS.ErrnoException, what: string, address: string, port: number): Error {
+  const where = `UDP ${address}:${port} (${what})`;
+  if (err.code === 'EACCES') {
+    return new Error(
+      `cannot listen on ${where}: permission denied. Ports below 1024 need root or CAP_NET_BIND_SERVICE: ` +
+        'run swarmboot as root, or `setcap cap_net_bind_service=+ep` on the node binary, or use AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit.',
+    );
+  }
+  if (err.code === 'EADDRINUSE') {
+    return new Error(
+      `cannot listen on ${where}: the port is already in use, most likely by another DHCP server on this host ` +
+        `(dnsmasq, isc-dhcp-server, kea; see \`ss -ulpn 'sport = :${port}'\`). Stop it, or run swarmboot in proxy mode on another host, ` +
+        'or give dnsmasq `--port=0 --no-dhcp-interface` for the interfaces swarmboot serves.',
+    );
+  }
+  if (err.code === 'EADDRNOTAVAIL') return new Error(`cannot listen on ${where}: ${address} is not an address of this host`);
+  return new Error(`cannot listen on ${where}: ${err.message}`);
+}
+
+function bind(address: string, port: number, reuseAddr: boolean, what: string, recvBuffer = 0): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr });
+    const onError = (err: Error) => {
+      s.close();
+      reject(bindError(err as NodeJS.ErrnoException, what, address, port));
+    };
+    s.once('error', onError);
+    s.bind({ address, port, exclusive: true }, () => {
+      s.off('error', onError);
+      // Room for a boot storm: a few hundred machines powered on at once, or a GC pause at
+      // 20k packets/s, must queue rather than drop. The kernel caps it at net.core.rmem_max.
+      if (recvBuffer > 0) try { s.setRecvBufferSize(recvBuffer); } catch { /* keep the default */ }
+      resolve(s);
+    });
+  });
+}
+
+function closeSocket(s: dgram.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      s.close(() => resolve());
+    } catch {
+      resolve(); // already closed
+    }
+  });
+}
+
+/** Start the DHCP front end. Rejects with DhcpConfigError for a configuration it cannot serve, or an Error naming the port for bind failures. */
+export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
+  const topo = resolveTopology(opts);
+  const log: Logger = opts.logger.child({ component: 'dhcp' });
+  const store = opts.mode === 'full' ? new LeaseStore(opts.db!) : undefined;
+  if (store) {
+    opts.metrics.gauge('swarmboot_dhcp_leases', 'DHCP leases by state').collect(() =>
+      Object.entries(store.counts(Date.now())).map(([state, value]) => ({ labels: { state }, value })),
+    );
+  }
+  const replies = opts.metrics.counter('swarmboot_dhcp_replies_total', 'DHCP replies sent, by message type');
+  const dropped = opts.metrics.counter('swarmboot_dhcp_dropped_total', 'DHCP packets not answered, by reason');
+  const handler = createHandler({ opts, topo, ...(store ? { store } : {}), logger: opts.logger, metrics: opts.metrics });
+
+  const listen = opts.listenAddress ?? '0.0.0.0';
+  const wantServer = opts.ports?.server ?? 67;
+  const wantPxe = opts.ports?.pxe ?? 4011;
+  const clientPort = opts.ports?.client ?? 68;
+  const rcvbuf = opts.socketBufferBytes ?? 4 << 20;
+  const sockets: dgram.Socket[] = [];
+  const closeAll = () => Promise.all(sockets.map(closeSocket));
+
+  try {
+    if (wantServer !== 0) await closeSocket(await bind(listen, wantServer, false, 'DHCP'));
+    const main = await bind(listen, wantServer, true, 'DHCP', rcvbuf);
+    sockets.push(main);
+    main.setBroadcast(true);
+    const serverPort = main.address().port;
+    const relayPort = opts.ports?.relay ?? serverPort;
+
+    // Per-link sockets: broadcasts leave on the right interface, and unicast tells us its link.
+    const linkSock = new Map<Link, dgram.Socket>();
+    for (const link of topo.links) {
+      if (listen !== '0.0.0.0' && listen !== link.address) continue;
+      const s = listen === link.address ? main : await bind(link.address, serverPort, true, `DHCP on ${link.name}`, rcvbuf);
+      if (s !== main) sockets.push(s);
+      s.setBroadcast(true);
+      linkSock.set(link, s);
+    }
+
+    let pxe: dgram.Socket | undefined;
+    if (wantPxe !== false) {
+      pxe = await bind(listen, wantPxe, false, 'PXE boot server discovery', rcvbuf);
+      sockets.push(pxe);
+      pxe.setBroadcast(true);
+    }
+
+    const send = (o: Outgoing, inbound: dgram.Socket) => {
+      let sock = main;
+      let address: string;
+      let port: number;
+      switch (o.to.kind) {
+        case 'broadcast': sock = linkSock.get(o.to.link) ?? main; address = '255.255.255.255'; port = clientPort; break;
+        case 'relay': address = o.to.address; port = relayPort; break;
+        case 'client': address = o.to.address; port = clientPort; break;
+        case 'source': sock = inbound; address = o.to.address; port = o.to.port; break;
+      }
+      sock.send(o.buf, port, address, (err) => {
+        if (err) {
+          dropped.inc({ reason: 'send_error' });
+          log.warn({ to: `${address}:${port}`, err: err.message }, 'sending DHCP reply failed');
+        } else {
+          replies.inc({ type: o.type });
+        }
+      });
+    };
+
+    const listenOn = (s: dgram.Socket, via: 'dhcp' | 'pxe', local: Link | undefined) => {
+      s.on('message', (buf, rinfo) => {
+        const r = handler.handle(buf, { address: rinfo.address, port: rinfo.port }, via, local);
+        for (const o of r.out) send(o, s);
+      });
+      s.on('error', (err) => log.warn({ err: err.message }, 'DHCP socket error'));
+    };
+    const mainLink = [...linkSock].find(([, s]) => s === main)?.[0];
+    listenOn(main, 'dhcp', mainLink);
+    for (const [link, s] of linkSock) if (s !== main) listenOn(s, 'dhcp', link);
+    if (pxe) listenOn(pxe, 'pxe', undefined);
+
+    const info: DhcpServer = {
+      ports: { server: serverPort, pxe: pxe?.address().port },
+      links: topo.links.map((l) => ({ name: l.name, address: l.address, subnet: `${l.address}/${l.cidr.prefix}` })),
+      leases: () => (store?.all() ?? []).map((l) => ({ ...l, ip: ipToString(l.ip) })),
+      close: async () => {
+        await closeAll();
+      },
+    };
+    log.info({ mode: opts.mode, ports: info.ports, links: info.links.map((l) => `${l.name} ${l.subnet}`), pools: topo.pools.map((p) => p.subnet) }, 'DHCP listening');
+    return info;
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}

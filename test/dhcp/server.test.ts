@@ -1,0 +1,118 @@
+/** startDhcp on loopback with ephemeral ports: the socket paths that need no broadcast (relay, 4011), and bind errors. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { silentLogger } from '../../server/log.ts';
+import { Registry } from '../../server/metrics.ts';
+import { startDhcp } from '../../server/dhcp/server.ts';
+import { decodePacket, type DhcpPacket } from '../../server/dhcp/codec.ts';
+import { Opt } from '../../server/dhcp/options.ts';
+import { clientBuf, MsgType } from './packets.ts';
+import { testDecider } from './decider.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const NODE = path.join(ROOT, 'node_modules/.bin/node');
+
+async function udp(): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  return s;
+}
+
+function next(s: dgram.Socket, ms = 2000): Promise<{ p: DhcpPacket; from: dgram.RemoteInfo }> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { s.off('message', on); reject(new Error('no reply')); }, ms);
+    const on = (b: Buffer, from: dgram.RemoteInfo) => { clearTimeout(t); resolve({ p: decodePacket(b), from }); };
+    s.once('message', on);
+  });
+}
+
+test('relayed DISCOVER and the 4011 exchange over real sockets (loopback)', async () => {
+  const relay = await udp();
+  const client = await udp();
+  const metrics = new Registry();
+  const srv = await startDhcp({
+    mode: 'proxy', interfaces: ['lo'], ports: { server: 0, pxe: 0, relay: relay.address().port, client: client.address().port },
+    decide: testDecider, logger: silentLogger(), metrics,
+  });
+  try {
+    assert.ok(srv.ports.server > 0 && srv.ports.pxe! > 0);
+    relay.send(clientBuf({ type: MsgType.DISCOVER, mac: '52:54:00:00:01:01', arch: 0, giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
+    const offer = await next(relay);
+    assert.equal(offer.from.port, srv.ports.server, 'answered from the DHCP port');
+    assert.equal(offer.p.file, 'undionly.kpxe');
+    assert.equal(offer.p.siaddr, '127.0.0.1');
+
+    client.send(clientBuf({ type: MsgType.REQUEST, mac: '52:54:00:00:01:01', arch: 7, ciaddr: '127.0.0.1' }), srv.ports.pxe!, '127.0.0.1');
+    const ack = await next(client);
+    assert.equal(ack.from.port, srv.ports.pxe, 'answered from the 4011 port (iPXE checks)');
+    assert.equal(ack.p.options.get(Opt.MESSAGE_TYPE)![0], MsgType.ACK);
+    assert.equal(ack.p.file, 'ipxe.efi');
+
+    client.send(Buffer.from('garbage'), srv.ports.server, '127.0.0.1');
+    client.send(clientBuf({ type: MsgType.DISCOVER, mac: '52:54:00:00:01:02', vendorClass: 'MSFT 5.0', giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(metrics.counter('swarmboot_dhcp_dropped_total', '').get({ reason: 'malformed_truncated' }), 1);
+    assert.equal(metrics.counter('swarmboot_dhcp_dropped_total', '').get({ reason: 'not_pxe' }), 1);
+    assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'OFFER' }), 1);
+    assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'ACK' }), 1);
+  } finally {
+    await srv.close();
+    relay.close();
+    client.close();
+  }
+});
+
+test('full mode over a relay on loopback: DORA, leases gauge', async () => {
+  const relay = await udp();
+  const metrics = new Registry();
+  const srv = await startDhcp({
+    mode: 'full', interfaces: ['lo'], ports: { server: 0, pxe: false, relay: relay.address().port },
+    pools: [{ subnet: '127.0.0.0/8', rangeStart: '127.0.9.10', rangeEnd: '127.0.9.20' }],
+    db: new DatabaseSync(':memory:'), decide: testDecider, logger: silentLogger(), metrics,
+  });
+  try {
+    const mac = '52:54:00:00:02:01';
+    relay.send(clientBuf({ type: MsgType.DISCOVER, mac, giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
+    const offer = await next(relay);
+    assert.equal(offer.p.yiaddr, '127.0.9.10');
+    relay.send(clientBuf({ type: MsgType.REQUEST, mac, giaddr: '127.0.0.1', serverId: '127.0.0.1', requestedIp: offer.p.yiaddr }), srv.ports.server, '127.0.0.1');
+    const ack = await next(relay);
+    assert.equal(ack.p.options.get(Opt.MESSAGE_TYPE)![0], MsgType.ACK);
+    assert.match(metrics.render(), /swarmboot_dhcp_leases\{state="bound"\} 1/);
+  } finally {
+    await srv.close();
+    relay.close();
+  }
+});
+
+test('a port already taken is refused with the port, the cause and the fix', async () => {
+  const taken = await udp();
+  const port = taken.address().port;
+  try {
+    await assert.rejects(
+      startDhcp({ mode: 'proxy', interfaces: ['lo'], ports: { server: port, pxe: false }, decide: testDecider, logger: silentLogger(), metrics: new Registry() }),
+      (e: Error) => e.message.includes(`:${port}`) && /already in use/.test(e.message) && /another DHCP server/.test(e.message),
+    );
+    // The 4011 port too.
+    await assert.rejects(
+      startDhcp({ mode: 'proxy', interfaces: ['lo'], ports: { server: 0, pxe: port }, decide: testDecider, logger: silentLogger(), metrics: new Registry() }),
+      (e: Error) => e.message.includes(`:${port} (PXE boot server discovery)`),
+    );
+  } finally {
+    taken.close();
+  }
+});
+
+test('port 67 without privileges is refused with how to grant them', { timeout: 30_000, skip: process.getuid?.() !== 0 ? 'needs root to drop privileges in a throwaway namespace' : false }, async () => {
+  // A throwaway network namespace (unshare -n) and an unprivileged user: nothing touches the host's port 67.
+  const cfg = JSON.stringify({ mode: 'proxy', interfaces: ['lo'] });
+  const out = await new Promise<string>((resolve) => {
+    execFile('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$1" "$2"', NODE, path.join(ROOT, 'test/dhcp/runner.ts'), cfg],
+      { timeout: 20_000 }, (_e, stdout, stderr) => resolve(stdout + stderr));
+  });
+  assert.match(out, /ERROR cannot listen on UDP 0\.0\.0\.0:67 \(DHCP\): permission denied.*root or CAP_NET_BIND_SERVICE/);
+});
