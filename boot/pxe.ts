@@ -64,7 +64,7 @@ export function decidePxe(f: PxeFacts, cfg: LoadedConfig, plan: BootPlan, ctx: P
       const prog = bootmgrProgram(fw);
       if (!prog) return { action: 'ignore', reason: `Windows Boot Manager has no network boot program for ${fw}` };
       const file = `${profile.dir.replace(/\/+$/, '')}/${prog}`;
-      return { action: 'boot', bootFile: isHttpFirmware(fw) ? bootFileUrl(ctx.baseUrl, file) : file, reason: `${plan.reason}: WinPE via Windows Boot Manager` };
+      return { action: 'boot', bootFile: isHttpFirmware(fw) ? bootFileUrl(ctx.baseUrl, file) : file, handsOutDeployment: true, reason: `${plan.reason}: WinPE via Windows Boot Manager` };
     }
   }
 

@@ -45,6 +45,8 @@ export type PxeDecision =
       bootFile: string;
       /** TFTP server to name in siaddr/option 66 when it is not this server. */
       nextServer?: string;
+      /** The boot file is the deployment's environment itself (WinPE via bootmgr): the machine is now booting. */
+      handsOutDeployment?: boolean;
       reason: string;
     };
 

@@ -18,6 +18,9 @@ import { resolveAdminToken } from './admin-token.ts';
 import { explainBindError } from './bind-error.ts';
 import { startTftp, type TftpServer } from './tftp/server.ts';
 import { ContentService } from './content-service.ts';
+import { startDhcp, type DhcpServer } from './dhcp/server.ts';
+import { decidePxe } from '../boot/pxe.ts';
+import type { PxeDecider } from '../boot/types.ts';
 import { contentRoutes } from './http/content.ts';
 import { bootFileRoutes } from './http/boot-files.ts';
 
@@ -36,7 +39,8 @@ export interface Daemon {
   reload: (reason: string) => Promise<ReloadResult>;
   httpAddress: () => { address: string; port: number };
   tftpAddress: () => { address: string; port: number } | undefined;
-  baseUrl: () => string;
+  dhcp: () => DhcpServer | undefined;
+  baseUrl: (via?: string) => string;
   db: DatabaseSync;
   adminToken: string;
   /** Resolves when the content scan that is running (or the last one) has finished. */
@@ -83,7 +87,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const address = () => holder.current.server.address ?? detected;
     const detected = detectAddress();
     let httpPort = o.ports?.http ?? cfg0.server.http.port;
-    const baseUrl = () => holder.current.server.http.publicUrl ?? `http://${address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
+    /** The URL machines use; a DHCP answer names the address of the link it goes out on. */
+    const baseUrl = (via?: string) => holder.current.server.http.publicUrl ?? `http://${holder.current.server.address ?? via ?? address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
 
     const content = new ContentService(db, log);
     cleanups.push(() => content.close());
@@ -139,6 +144,34 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log.info({ root: t.root, listen: `${tf.address().address}:${tf.address().port}` }, 'TFTP listening');
     }
 
+    let dhcp: DhcpServer | undefined;
+    const dc = cfg0.server.dhcp;
+    if (dc.enabled) {
+      const decide: PxeDecider = (facts) => {
+        const { plan } = deployments.boot(facts.mac, { ...(facts.uuid ? { uuid: facts.uuid } : {}), firmware: facts.firmware, ...(facts.clientIp ? { ip: facts.clientIp } : {}) }, { handout: false });
+        const decision = decidePxe(facts, holder.current, plan, { baseUrl: baseUrl(facts.serverAddress) });
+        if (decision.action === 'boot' && decision.handsOutDeployment) store.transition(facts.mac, ['pending'], 'booting', `Windows Boot Manager handed out (${facts.firmware})`);
+        return decision;
+      };
+      const perMinute = dc.ratePerMacPerMinute;
+      dhcp = await startDhcp({
+        mode: dc.mode,
+        ...(dc.interfaces.length ? { interfaces: dc.interfaces } : {}),
+        ports: { server: o.ports?.dhcp ?? dc.port, pxe: o.ports?.pxe ?? dc.proxyPort },
+        ...(cfg0.server.address ? { serverAddress: cfg0.server.address } : {}),
+        pools: dc.pools,
+        reservations: cfg0.hosts.filter((h) => h.ip && h.mac).map((h) => ({ mac: h.mac!, ip: h.ip!, ...(h.hostname ? { hostname: h.hostname } : {}) })),
+        decide,
+        db,
+        logger: log,
+        metrics,
+        rateLimit: { burst: Math.min(20, perMinute), perSecond: perMinute / 60 },
+      });
+      const ds = dhcp;
+      cleanups.push(() => ds.close());
+      log.info({ mode: dc.mode, ports: ds.ports, links: ds.links }, 'DHCP listening');
+    }
+
     holder.onResult((r) => reloads.inc({ result: r.result }));
     holder.onChange((next, prev) => {
       const changed = Object.keys(next.server).filter((k) => JSON.stringify(next.server[k as keyof typeof next.server]) !== JSON.stringify(prev.server[k as keyof typeof prev.server]));
@@ -153,6 +186,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       reload: (reason) => holder.reload(reason),
       httpAddress: () => ({ address: httpHost, port: httpPort }),
       tftpAddress: () => tftp?.address(),
+      dhcp: () => dhcp,
       baseUrl,
       db,
       adminToken: token.token,

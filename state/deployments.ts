@@ -37,6 +37,8 @@ export interface SequenceBody {
 export class Deployments {
   private readonly d: DeploymentsDeps;
   private readonly log: Logger;
+  /** When each machine was last written as seen: a firmware repeating DISCOVERs costs one write a minute, not one per packet. */
+  private readonly seenAt = new Map<string, { at: number; facts: string }>();
 
   constructor(deps: DeploymentsDeps) {
     this.d = deps;
@@ -53,7 +55,7 @@ export class Deployments {
    */
   boot(mac: string, facts: SeenFacts, opts: { handout: boolean }): { plan: BootPlan; assignment: Assignment } {
     const cfg = this.d.config();
-    this.d.store.seen(mac, facts);
+    this.touch(mac, facts);
     const uuid = facts.uuid ?? this.d.store.get(mac)?.uuid ?? undefined;
     const assignment = resolveAssignment(cfg, { mac, ...(uuid ? { uuid } : {}) });
     if (assignment.note) this.log.warn({ mac, note: assignment.note }, 'ambiguous machine match');
@@ -64,6 +66,16 @@ export class Deployments {
       if (opts.handout) this.d.store.transition(mac, ['pending'], 'booting', `boot environment handed out (${facts.firmware ?? 'unknown firmware'})`);
     }
     return { plan, assignment };
+  }
+
+  private touch(mac: string, facts: SeenFacts): void {
+    const now = Date.now();
+    const key = JSON.stringify(facts);
+    const last = this.seenAt.get(mac);
+    if (last && last.facts === key && now - last.at < 60_000) return;
+    if (this.seenAt.size > 50_000) this.seenAt.clear();
+    this.seenAt.set(mac, { at: now, facts: key });
+    this.d.store.seen(mac, facts);
   }
 
   /** The task sequence for a machine, once: a finished machine is refused and told to boot locally. */

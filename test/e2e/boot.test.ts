@@ -1,0 +1,202 @@
+/**
+ * Whole boots on real PXE firmware, with swarmboot as the server: DHCP (ProxyDHCP beside a plain
+ * dnsmasq handing out addresses, and full DHCP alone), TFTP (iPXE for the firmware), HTTP (the
+ * per-machine iPXE script, the Debian kernel and the busybox initramfs, the sequence API).
+ * BIOS: SeaBIOS + iPXE option ROM (e1000). UEFI: OVMF's own PXE stack (virtio-net, empty romfile)
+ * → snponly.efi over TFTP → iPXE → HTTP. Each machine prints the sequence its config assigns and
+ * reports progress; its state must go booting → running → done, and a second boot of a finished
+ * machine must get the local disk, not the sequence.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { buildPayload, defaultCacheDir, type Payload } from './payload.ts';
+import { addTap, createLab, destroyLab, exec, httpRequest, NODE, ROOT, startSiteDhcp, type Lab, type LabProcess } from './lab.ts';
+import { runVm, startVm } from './qemu.ts';
+
+const TOKEN = 'e2e-admin-token-0123456789';
+const MAC = { bios: '52:54:00:5b:00:01', uefi: '52:54:00:5b:00:02', unknown: '52:54:00:5b:00:ff' } as const;
+
+function missing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, taps)';
+  for (const t of ['ip', 'qemu-system-x86_64', 'dnsmasq', 'radvd', 'busybox']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
+    } catch {
+      return `${t} is not installed (see .ci/apt/e2e.txt)`;
+    }
+  }
+  for (const f of ['/usr/lib/ipxe/undionly.kpxe', '/usr/lib/ipxe/snponly.efi', '/usr/share/OVMF/OVMF_CODE_4M.fd']) {
+    try {
+      execFileSync('test', ['-e', f]);
+    } catch {
+      return `${f} is missing (see .ci/apt/e2e.txt)`;
+    }
+  }
+  return undefined;
+}
+
+const lines = (s: string) => s.split('\n').map((l) => l.replace(/\r/g, ''));
+
+function printedSequence(serial: string): { sequence: string; steps: unknown[] } {
+  const l = lines(serial);
+  const b = l.indexOf('SWARMBOOT-SEQUENCE-BEGIN');
+  const e = l.indexOf('SWARMBOOT-SEQUENCE-END');
+  assert.ok(b >= 0 && e > b, 'sequence markers on the serial console');
+  return JSON.parse(l.slice(b + 1, e).join('\n'));
+}
+
+function config(lab: Lab, mode: 'proxy' | 'full'): string {
+  return `server:
+  address: ${lab.serverIp}
+  dataDir: data
+  logLevel: info
+  http: { host: 0.0.0.0, port: 8080 }
+  tftp: { enabled: true, root: tftp, port: 69 }
+  dhcp:
+    enabled: true
+    mode: ${mode}
+    interfaces: [br0]
+    ratePerMacPerMinute: 600
+    pools:
+      - { subnet: ${lab.net}.0/24, rangeStart: ${lab.net}.160, rangeEnd: ${lab.net}.190, router: ${lab.serverIp}, leaseSeconds: 600 }
+boot:
+  loaders: { bios: undionly.kpxe, uefi-x64: snponly.efi }
+  profiles:
+    payload:
+      type: linux
+      kernel: linux/vmlinuz
+      initrds: [linux/initrd.gz]
+      cmdline: "console=ttyS0 panic=5 swarmboot={{ server_url }}"
+sequences:
+  bios-seq:
+    profile: payload
+    steps:
+      - { name: first, type: command, run: "echo {{ hostname }}" }
+      - { name: second, type: command, run: "echo two" }
+  uefi-seq:
+    profile: payload
+    steps:
+      - { type: command, run: "echo {{ hostname }}" }
+      - { type: command, run: "echo b" }
+      - { type: command, run: "echo c" }
+  fallback:
+    profile: payload
+    steps:
+      - { type: command, run: "echo unknown machine {{ mac }}" }
+machines:
+  default: { action: sequence, sequence: fallback }
+  hosts:
+    - { mac: "${MAC.bios}", hostname: e2e-bios, sequence: bios-seq }
+    - { mac: "${MAC.uefi}", hostname: e2e-uefi, sequence: uefi-seq }
+`;
+}
+
+for (const mode of ['proxy', 'full'] as const) {
+  describe(`real firmware against swarmboot (${mode} DHCP)`, { skip: missing(), timeout: 600_000 }, () => {
+    let lab: Lab;
+    let payload: Payload;
+    let daemon: LabProcess;
+    let site: LabProcess | undefined;
+    const base = () => `http://${lab.serverIp}:8080`;
+    const admin = async (p: string, method = 'GET') => {
+      const r = await httpRequest(lab, lab.srv, `${base()}${p}`, { method, headers: { authorization: `Bearer ${TOKEN}` } });
+      return { status: r.status, json: JSON.parse(r.body) };
+    };
+
+    before(async () => {
+      payload = await buildPayload(defaultCacheDir());
+      lab = await createLab(`boot-${mode}`, { net: mode === 'proxy' ? '10.66.0' : '10.67.0' });
+      addTap(lab, 'tap0');
+      const dir = path.join(lab.dir, 'swarmboot');
+      mkdirSync(path.join(dir, 'tftp', 'linux'), { recursive: true });
+      copyFileSync('/usr/lib/ipxe/undionly.kpxe', path.join(dir, 'tftp', 'undionly.kpxe'));
+      copyFileSync('/usr/lib/ipxe/snponly.efi', path.join(dir, 'tftp', 'snponly.efi'));
+      copyFileSync(payload.kernel, path.join(dir, 'tftp', 'linux', 'vmlinuz'));
+      copyFileSync(payload.initrd, path.join(dir, 'tftp', 'linux', 'initrd.gz'));
+      writeFileSync(path.join(dir, 'swarmboot.yaml'), config(lab, mode));
+      if (mode === 'proxy') site = await startSiteDhcp(lab, { range: [100, 150] });
+      daemon = exec(lab, lab.srv, NODE, [path.join(ROOT, 'cli.ts'), 'serve', '--config', path.join(dir, 'swarmboot.yaml'), '--no-watch'], {
+        label: `swarmboot-${mode}`,
+        env: { ...process.env, SWARMBOOT_ADMIN_TOKEN: TOKEN, NODE_NO_WARNINGS: '1' },
+      });
+      await daemon.waitFor(/"msg":"swarmboot started"/, 30_000);
+    });
+
+    after(async () => {
+      if (lab) await destroyLab(lab);
+    });
+
+    const why = (serial: string) =>
+      `\n--- serial (tail) ---\n${serial.slice(-2500)}\n--- swarmboot (tail) ---\n${daemon.output().slice(-4000)}${site ? `\n--- site dnsmasq (tail) ---\n${site.output().slice(-1500)}` : ''}`;
+
+    async function bootAndCheck(firmware: 'bios' | 'uefi', mac: string, expect: { sequence: string; steps: number }): Promise<void> {
+      const r = await runVm({ lab, tap: 'tap0', firmware, mac, serialLog: path.join(lab.dir, `${firmware}-${mac.slice(-2)}.serial.log`), timeoutMs: 150_000 });
+      const w = why(r.serial) + (r.screendump ? `\nscreendump: ${r.screendump}` : '');
+      assert.ok(!r.timedOut, `${firmware} VM timed out after ${r.durationMs} ms${w}`);
+      const l = lines(r.serial);
+      assert.ok(l.includes('SWARMBOOT-SEQUENCE-STATUS HTTP/1.1 200 OK'), `sequence fetched${w}`);
+      const seq = printedSequence(r.serial);
+      assert.equal(seq.sequence, expect.sequence, w);
+      assert.equal(seq.steps.length, expect.steps);
+      const events = l.filter((x) => x.startsWith('SWARMBOOT-EVENT '));
+      assert.equal(events.length, expect.steps * 2, w);
+      assert.ok(events.every((e) => e.endsWith(' ok')), w);
+      assert.ok(l.includes('SWARMBOOT-DONE'), w);
+    }
+
+    async function statesOf(mac: string): Promise<string[]> {
+      const m = await admin(`/api/v1/machines/${mac}`);
+      assert.equal(m.status, 200);
+      return (m.json.events as Array<{ state: string | null }>).map((e) => e.state).filter((s): s is string => s !== null);
+    }
+
+    test('BIOS (SeaBIOS + iPXE ROM): DHCP → HTTP script → kernel → its sequence, booting → running → done', { timeout: 200_000 }, async () => {
+      await bootAndCheck('bios', MAC.bios, { sequence: 'bios-seq', steps: 2 });
+      const m = await admin(`/api/v1/machines/${MAC.bios}`);
+      assert.equal(m.json.deployment.state, 'done');
+      assert.equal(m.json.firmware, 'bios');
+      const states = await statesOf(MAC.bios);
+      assert.deepEqual([...new Set(states)], ['pending', 'booting', 'running', 'done'], JSON.stringify(states));
+      assert.match(daemon.output(), new RegExp(`"mac":"${MAC.bios}".*"plan":"deploy".*iPXE script`));
+    });
+
+    test('UEFI (OVMF PXE → snponly.efi over TFTP → iPXE → HTTP): its sequence, booting → running → done', { timeout: 200_000 }, async () => {
+      await bootAndCheck('uefi', MAC.uefi, { sequence: 'uefi-seq', steps: 3 });
+      const m = await admin(`/api/v1/machines/${MAC.uefi}`);
+      assert.equal(m.json.deployment.state, 'done');
+      assert.equal(m.json.firmware, 'uefi-x64');
+      const states = await statesOf(MAC.uefi);
+      assert.deepEqual([...new Set(states)], ['pending', 'booting', 'running', 'done'], JSON.stringify(states));
+      const metrics = (await httpRequest(lab, lab.srv, `${base()}/metrics`)).body;
+      assert.match(metrics, /swarmboot_tftp_transfers_total\{outcome="ok"\} [1-9]/, 'OVMF fetched iPXE from swarmboot over TFTP');
+    });
+
+    if (mode === 'proxy') {
+      test('a second boot of the finished machine gets the local disk, not the sequence', { timeout: 200_000 }, async () => {
+        const before = await admin(`/api/v1/machines/${MAC.bios}`);
+        const vm = startVm({ lab, tap: 'tap0', firmware: 'bios', mac: MAC.bios, serialLog: path.join(lab.dir, 'bios-again.serial.log'), timeoutMs: 150_000 });
+        try {
+          await daemon.waitFor(new RegExp(`"mac":"${MAC.bios}","plan":"local","reason":"deployment of bios-seq is done[^"]*","msg":"iPXE script"`), 120_000);
+        } finally {
+          vm.kill();
+          await vm.result;
+        }
+        const afterBoot = await admin(`/api/v1/machines/${MAC.bios}`);
+        assert.equal(afterBoot.json.deployment.state, 'done');
+        assert.equal(afterBoot.json.deployment.generation, before.json.deployment.generation, 'no new deployment started');
+        assert.doesNotMatch(vm.serial(), /SWARMBOOT-SEQUENCE-BEGIN/);
+      });
+
+      test('an unknown MAC gets the configured default', { timeout: 200_000 }, async () => {
+        await bootAndCheck('bios', MAC.unknown, { sequence: 'fallback', steps: 1 });
+        const m = await admin(`/api/v1/machines/${MAC.unknown}`);
+        assert.equal(m.json.assignment.matchedBy, 'default');
+        assert.equal(m.json.deployment.state, 'done');
+        assert.match(site!.output(), /DHCPACK/, 'the site server handed out the addresses');
+      });
+    }
+  });
+}
