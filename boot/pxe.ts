@@ -63,8 +63,11 @@ export function decidePxe(f: PxeFacts, cfg: LoadedConfig, plan: BootPlan, ctx: P
     if (profile?.type === 'winpe' && profile.via === 'bootmgr') {
       const prog = bootmgrProgram(fw);
       if (!prog) return { action: 'ignore', reason: `Windows Boot Manager has no network boot program for ${fw}` };
-      const file = `${profile.dir.replace(/\/+$/, '')}/${prog}`;
-      return { action: 'boot', bootFile: isHttpFirmware(fw) ? bootFileUrl(ctx.baseUrl, file) : file, handsOutDeployment: true, reason: `${plan.reason}: WinPE via Windows Boot Manager` };
+      const dir = profile.dir.replace(/^\/+|\/+$/g, '');
+      const file = `${dir}/${prog}`;
+      // Windows Boot Manager reads option 252 for its BCD; without it, it asks for \Boot\BCD.
+      const bcdPath = `\\${dir.replace(/\//g, '\\')}\\Boot\\BCD`;
+      return { action: 'boot', bootFile: isHttpFirmware(fw) ? bootFileUrl(ctx.baseUrl, file) : file, handsOutDeployment: true, bcdPath, reason: `${plan.reason}: WinPE via Windows Boot Manager` };
     }
   }
 

@@ -47,6 +47,8 @@ export type PxeDecision =
       nextServer?: string;
       /** The boot file is the deployment's environment itself (WinPE via bootmgr): the machine is now booting. */
       handsOutDeployment?: boolean;
+      /** DHCP option 252: where Windows Boot Manager finds its BCD (default `\Boot\BCD`). */
+      bcdPath?: string;
       reason: string;
     };
 

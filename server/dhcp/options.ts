@@ -23,6 +23,8 @@ export const Opt = {
   CLIENT_ID: 61,
   TFTP_SERVER: 66,
   BOOTFILE: 67,
+  /** Microsoft: path of the BCD store Windows Boot Manager loads over TFTP. */
+  WDS_BCD_PATH: 252,
   USER_CLASS: 77,
   CLIENT_ARCH: 93,
   CLIENT_NDI: 94,

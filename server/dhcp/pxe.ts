@@ -150,6 +150,7 @@ export function bootAnswer(req: DhcpPacket, decision: Extract<PxeDecision, { act
   if (cls === 'PXEClient') options.push([Opt.VENDOR_SPECIFIC, pxeVendorOptions(menu, serverAddress, req)]);
   if (decision.nextServer && decision.nextServer !== serverAddress) options.push([Opt.TFTP_SERVER, Buffer.from(decision.nextServer, 'latin1')]);
   options.push([Opt.BOOTFILE, Buffer.from(decision.bootFile, 'latin1')]);
+  if (decision.bcdPath) options.push([Opt.WDS_BCD_PATH, Buffer.from(decision.bcdPath, 'latin1')]);
   const uuid = req.options.get(Opt.CLIENT_UUID);
   if (uuid) options.push([Opt.CLIENT_UUID, uuid]);
   // The file field holds 127 bytes; a longer URL goes in option 67 only (HTTP boot and iPXE read 67).

@@ -52,7 +52,11 @@ test('UEFI HTTP boot clients get a full URL', () => {
 });
 
 test('Secure Boot WinPE profiles hand out Windows Boot Manager directly', () => {
-  assert.equal((decidePxe(facts({ firmware: 'uefi-x64' }), cfg, deploy('winsb'), ctx) as { bootFile: string }).bootFile, 'winpe-sb/boot/x64/bootmgfw.efi');
+  const sb = decidePxe(facts({ firmware: 'uefi-x64' }), cfg, deploy('winsb'), ctx);
+  assert.ok(sb.action === 'boot');
+  assert.equal(sb.bootFile, 'winpe-sb/boot/x64/bootmgfw.efi');
+  assert.equal(sb.bcdPath, '\\winpe-sb\\Boot\\BCD', 'option 252 points bootmgr at the profile BCD');
+  assert.ok(sb.handsOutDeployment);
   assert.equal((decidePxe(facts({ firmware: 'bios' }), cfg, deploy('winsb'), ctx) as { bootFile: string }).bootFile, 'winpe-sb/boot/pxeboot.n12');
 });
 
