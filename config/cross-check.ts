@@ -99,6 +99,13 @@ export function crossCheck(
     }
   }
 
+  // --- bandwidth limits (the schema checks the spelling; zero is no rate)
+  const lim = cfg.server.http.limits;
+  if (lim.perClientBytesPerSec !== undefined && !(lim.perClientBytesPerSec > 0)) add(['server', 'http', 'limits', 'perClient'], 'must be a rate above zero, such as 50Mbit');
+  lim.subnets.forEach((x, i) => {
+    if (!(x.bytesPerSec > 0)) add(['server', 'http', 'limits', 'subnets', i, 'rate'], 'must be a rate above zero, such as 50Mbit');
+  });
+
   // --- DHCP pools
   const dhcp = cfg.server.dhcp;
   dhcp.pools.forEach((p, i) => {

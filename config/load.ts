@@ -10,6 +10,7 @@ import { validateAgainst } from './validate.ts';
 import { YamlSource, formatIssue, formatPath, type ConfigIssue, type Location, type PathSeg } from './yaml-source.ts';
 import { normalizeMac, normalizeMacPrefix, normalizeUuid } from './mac.ts';
 import { crossCheck } from './cross-check.ts';
+import { parseRate } from './rate.ts';
 
 export type { ConfigIssue, Location };
 
@@ -82,7 +83,7 @@ export interface ServerSettings {
   adminToken?: string;
   adminTokenFile?: string;
   logLevel: string;
-  http: { host: string; port: number; publicUrl?: string };
+  http: { host: string; port: number; publicUrl?: string; limits: { perClientBytesPerSec?: number; subnets: Array<{ cidr: string; bytesPerSec: number }> } };
   tftp: { enabled: boolean; host: string; port: number; root: string; maxBlksize: number; maxWindowsize: number; maxTransfers: number };
   dhcp: {
     enabled: boolean;
@@ -211,7 +212,15 @@ function loadFromSource(src: YamlSource): LoadedConfig {
     ...(s.adminToken !== undefined ? { adminToken: s.adminToken } : {}),
     ...(s.adminTokenFile !== undefined ? { adminTokenFile: rel(s.adminTokenFile, '') } : {}),
     logLevel: s.logLevel ?? 'info',
-    http: { host: s.http?.host ?? '0.0.0.0', port: s.http?.port ?? 80, ...(s.http?.publicUrl ? { publicUrl: s.http.publicUrl.replace(/\/+$/, '') } : {}) },
+    http: {
+      host: s.http?.host ?? '0.0.0.0',
+      port: s.http?.port ?? 80,
+      ...(s.http?.publicUrl ? { publicUrl: s.http.publicUrl.replace(/\/+$/, '') } : {}),
+      limits: {
+        ...(s.http?.limits?.perClient !== undefined ? { perClientBytesPerSec: parseRate(s.http.limits.perClient) ?? 0 } : {}),
+        subnets: (s.http?.limits?.subnets ?? []).map((x) => ({ cidr: x.cidr, bytesPerSec: parseRate(x.rate) ?? 0 })),
+      },
+    },
     tftp: {
       enabled: s.tftp?.enabled ?? true,
       host: s.tftp?.host ?? '0.0.0.0',

@@ -4,6 +4,7 @@
  * Every object is closed (`additionalProperties: false`) so a misspelt key is an error, never ignored.
  */
 import { Type, type Static, type TSchema, type TProperties } from 'typebox';
+import { RATE_PATTERN } from './rate.ts';
 
 /** A closed object: unknown keys are errors. */
 function Obj<P extends TProperties>(props: P, description?: string) {
@@ -36,9 +37,22 @@ const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]*$
 // ---------------------------------------------------------------------------------------------
 // server
 
+const Rate = Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.String({ pattern: RATE_PATTERN })], {
+  description: 'a rate such as 50Mbit, 100 Mbit/s, 12.5MB/s, or bytes per second',
+});
+
 const HttpSection = Obj({
   host: Type.Optional(Type.String({ description: 'listen address (default 0.0.0.0)' })),
   port: Type.Optional(Port),
+  /** Bandwidth caps for content downloads, for small branch links. */
+  limits: Type.Optional(
+    Obj({
+      /** Each client address on its own. */
+      perClient: Type.Optional(Rate),
+      /** The most specific matching subnet applies, shared by all its clients. */
+      subnets: Type.Optional(Type.Array(Obj({ cidr: Cidr, rate: Rate }))),
+    }),
+  ),
   /** Public base URL when behind a proxy; default http://<address>:<port>. */
   publicUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
 });

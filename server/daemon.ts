@@ -106,7 +106,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       adminToken: () => token.token,
       plugins: [
         { plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } },
-        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics } },
+        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics, limits: cfg0.server.http.limits } },
         { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root } },
       ],
       health: () => ({

@@ -213,6 +213,18 @@ machines:
   assert.match(issues('server: { dhcp: { mode: full } }\n')[0]!, /server\.dhcp\.mode: full DHCP mode needs at least one entry/);
 });
 
+test('bandwidth limits are written as rates; nonsense and zero are refused', async () => {
+  const { parseRate } = await import('../../config/rate.ts');
+  assert.equal(parseRate('50Mbit'), 6_250_000);
+  assert.equal(parseRate('100 Mbit/s'), 12_500_000);
+  assert.equal(parseRate('12.5MB/s'), 12_500_000);
+  assert.equal(parseRate(4096), 4096);
+  const cfg = loadConfigText('/x.yaml', 'server: { http: { limits: { perClient: 8Mbit, subnets: [{ cidr: 10.1.0.0/16, rate: 2MB/s }] } } }\n');
+  assert.deepEqual(cfg.server.http.limits, { perClientBytesPerSec: 1_000_000, subnets: [{ cidr: '10.1.0.0/16', bytesPerSec: 2_000_000 }] });
+  assert.match(issues('server: { http: { limits: { perClient: fast } } }\n')[0]!, /server\.http\.limits\.perClient: must be a rate such as 50Mbit/);
+  assert.match(issues('server: { http: { limits: { perClient: 0Mbit } } }\n')[0]!, /server\.http\.limits\.perClient: must be a rate above zero/);
+});
+
 test('check-config prints every problem with its location and exits non-zero', () => {
   const { dir, cleanup } = tempDir();
   try {
