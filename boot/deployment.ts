@@ -56,7 +56,7 @@ export function planBoot(a: Assignment, rec: DeploymentRecord | undefined, seq: 
     case 'pending':
       return deploy(false, `deployment of ${a.sequence} pending`);
     case 'booting':
-      return deploy(false, `deployment of ${a.sequence} booting again (the previous boot did not reach the sequence)`);
+      return deploy(false, `deployment of ${a.sequence} is booting`);
     case 'running':
       if (rec.resume === 'local') return { kind: 'local', reason: `sequence ${a.sequence} continues on the local disk after its reboot step ${rec.step}` };
       return deploy(false, `deployment of ${a.sequence} resumes at step ${rec.step ?? 0}`);

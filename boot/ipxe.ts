@@ -147,7 +147,7 @@ export function renderWinpeHook(ctx: ScriptContext): string {
     'if exist %SYSTEMROOT%\\System32\\swarmboot-agent.exe (%SYSTEMROOT%\\System32\\swarmboot-agent.exe & goto :eof)',
     'if exist %SYSTEMROOT%\\System32\\swarmboot-agent.cmd (call %SYSTEMROOT%\\System32\\swarmboot-agent.cmd & goto :eof)',
     'if exist %SYSTEMROOT%\\System32\\WindowsPowerShell\\v1.0\\powershell.exe if exist %SYSTEMROOT%\\System32\\swarmboot-agent.ps1 (powershell -NoProfile -ExecutionPolicy Bypass -File %SYSTEMROOT%\\System32\\swarmboot-agent.ps1 & goto :eof)',
-    'echo swarmboot: no agent in this WinPE image; see the README (WinPE side)',
+    'echo swarmboot: no agent in this WinPE image; see docs/WINPE.md in swarmboot, section A.6',
     'cmd /k',
     '',
   ].join('\r\n');

@@ -18,7 +18,8 @@ import { resolveAdminToken } from './admin-token.ts';
 import { explainBindError } from './bind-error.ts';
 import { startTftp, type TftpServer } from './tftp/server.ts';
 import { ContentService } from './content-service.ts';
-import { startDhcp, type DhcpServer } from './dhcp/server.ts';
+import { startDhcp, DhcpConfigError, type DhcpOptions, type DhcpServer } from './dhcp/server.ts';
+import { existsSync } from 'node:fs';
 import { decidePxe } from '../boot/pxe.ts';
 import type { PxeDecider } from '../boot/types.ts';
 import { contentRoutes } from './http/content.ts';
@@ -54,6 +55,48 @@ export function detectAddress(): string {
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   }
   return '127.0.0.1';
+}
+
+/**
+ * Node lists only interfaces that are up and have carrier. An interface that exists but has no link
+ * yet (cable unplugged, a bridge with no port up) is waited for, not refused: DHCP starts when it
+ * comes up. An interface that does not exist at all is a config error.
+ */
+async function startDhcpWhenLinked(opts: DhcpOptions, names: string[], log: Logger): Promise<{ server: () => DhcpServer | undefined; close: () => Promise<void> }> {
+  let server: DhcpServer | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const close = async () => {
+    closed = true;
+    clearTimeout(timer);
+    await server?.close();
+  };
+  try {
+    server = await startDhcp(opts);
+    return { server: () => server, close };
+  } catch (e) {
+    const present = names.filter((n) => existsSync(`/sys/class/net/${n}`));
+    if (!(e instanceof DhcpConfigError) || names.length === 0 || present.length !== names.length || !/does not exist|has no IPv4 address/.test(e.message)) throw e;
+    log.warn({ interfaces: names, reason: e.message }, 'DHCP waits for its interfaces to come up (no link yet)');
+  }
+  const retry = () => {
+    timer = setTimeout(() => {
+      startDhcp(opts).then(
+        async (d) => {
+          if (closed) return d.close();
+          server = d;
+          log.info({ ports: d.ports, links: d.links }, 'DHCP listening (interface came up)');
+        },
+        (err: Error) => {
+          if (closed) return;
+          if (err instanceof DhcpConfigError) retry();
+          else log.error({ err }, 'DHCP could not start');
+        },
+      );
+    }, 1000);
+  };
+  retry();
+  return { server: () => server, close };
 }
 
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
@@ -144,7 +187,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       log.info({ root: t.root, listen: `${tf.address().address}:${tf.address().port}` }, 'TFTP listening');
     }
 
-    let dhcp: DhcpServer | undefined;
+    let dhcpOf: () => DhcpServer | undefined = () => undefined;
     const dc = cfg0.server.dhcp;
     if (dc.enabled) {
       const decide: PxeDecider = (facts) => {
@@ -154,7 +197,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         return decision;
       };
       const perMinute = dc.ratePerMacPerMinute;
-      dhcp = await startDhcp({
+      const dhcpOptions: DhcpOptions = {
         mode: dc.mode,
         ...(dc.interfaces.length ? { interfaces: dc.interfaces } : {}),
         ports: { server: o.ports?.dhcp ?? dc.port, pxe: o.ports?.pxe ?? dc.proxyPort },
@@ -166,10 +209,12 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         logger: log,
         metrics,
         rateLimit: { burst: Math.min(20, perMinute), perSecond: perMinute / 60 },
-      });
-      const ds = dhcp;
-      cleanups.push(() => ds.close());
-      log.info({ mode: dc.mode, ports: ds.ports, links: ds.links }, 'DHCP listening');
+      };
+      const waiter = await startDhcpWhenLinked(dhcpOptions, dc.interfaces, log);
+      dhcpOf = waiter.server;
+      cleanups.push(() => waiter.close());
+      const dhcp = waiter.server();
+      if (dhcp) log.info({ mode: dc.mode, ports: dhcp.ports, links: dhcp.links }, 'DHCP listening');
     }
 
     holder.onResult((r) => reloads.inc({ result: r.result }));
@@ -186,7 +231,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       reload: (reason) => holder.reload(reason),
       httpAddress: () => ({ address: httpHost, port: httpPort }),
       tftpAddress: () => tftp?.address(),
-      dhcp: () => dhcp,
+      dhcp: () => dhcpOf(),
       baseUrl,
       db,
       adminToken: token.token,
