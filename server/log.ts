@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, destination, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
 
@@ -19,7 +19,9 @@ export function createLogger(opts: LogOptions = {}): Logger {
       transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } },
     });
   }
-  return pino(base);
+  // Asynchronous writes: a slow log consumer (journald, a pipe) never stalls DHCP or TFTP answers.
+  // pino flushes what is buffered when the process exits.
+  return pino(base, destination({ dest: 1, sync: false }));
 }
 
 /** A logger that drops everything, for tests that do not look at logs. */
