@@ -1,6 +1,6 @@
 /**
  * TFTP benchmark: swarmboot against atftpd (windowed) and dnsmasq (lock-step), same files, same
- * client (atftp), one run. Everything runs inside a network namespace this script creates
+ * client (atftp), all three servers up at once and measured in interleaved rounds (median of BENCH_TFTP_REPEAT, default 5). Everything runs inside a network namespace this script creates
  * (`sbtftp-bench-<pid>`), so dnsmasq can own port 69 on that namespace's loopback without touching
  * the host's; the namespace and every process started in it are removed at the end.
  *
@@ -44,7 +44,7 @@ const PAR_MB = 30;
 const PAR_N = 20;
 const MEM_N = 50;
 const MEM_MB = 600;
-const REPEAT = Number(process.env.BENCH_TFTP_REPEAT ?? 2);
+const REPEAT = Number(process.env.BENCH_TFTP_REPEAT ?? 5);
 
 const started: ChildProcess[] = [];
 let dir = '';
@@ -118,22 +118,20 @@ function fetch(port: number, file: string, ws: number): Promise<number> {
   });
 }
 
-async function best(n: number, fn: () => Promise<number>): Promise<number> {
-  let b = 0;
-  for (let i = 0; i < n; i++) b = Math.max(b, await fn());
-  return b;
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function single(port: number, file: string, mb: number, ws: number): Promise<number> {
-  return best(REPEAT, async () => mb / (await fetch(port, file, ws)));
+  return mb / (await fetch(port, file, ws));
 }
 
 async function parallel(port: number): Promise<number> {
-  return best(REPEAT, async () => {
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: PAR_N }, () => fetch(port, 'par.bin', 1)));
-    return (PAR_N * PAR_MB) / ((performance.now() - t0) / 1000);
-  });
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: PAR_N }, () => fetch(port, 'par.bin', 1)));
+  return (PAR_N * PAR_MB) / ((performance.now() - t0) / 1000);
 }
 
 function rssMB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
@@ -186,8 +184,11 @@ function fmt(v: number): string {
   return v >= 100 ? v.toFixed(0) : v.toFixed(1);
 }
 
-function line(name: string, v: number, base: string, b: number): string {
-  return `BENCH tftp ${name}=${fmt(v)} baseline=${base}:${fmt(b)} ratio=${(v / b).toFixed(2)}`;
+/** `ratio` is the median of the per-round ratios: each round measures both servers within seconds of each other,
+ *  so a load swing from other work on the machine cancels out instead of landing on one side. */
+function line(name: string, v: number[], base: string, b: number[]): string {
+  const ratio = median(v.map((x, i) => x / b[i]!));
+  return `BENCH tftp ${name}=${fmt(median(v))} baseline=${base}:${fmt(median(b))} ratio=${ratio.toFixed(2)}`;
 }
 
 async function stop(p: ChildProcess): Promise<void> {
@@ -227,41 +228,52 @@ async function main(): Promise<void> {
   sh('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
 
   const results: string[] = [];
+  const load0 = os.loadavg();
 
-  // swarmboot
+  // All three servers run side by side and every round measures each of them in turn, so the load that other
+  // work puts on this machine spreads over all of them alike; each figure is the median of REPEAT rounds.
   const js = path.join(dir, 'js');
   buildJs(js);
   const sb = startDaemon(NODE, [SELF, '--serve', root, '0', js]);
   const sbPort = Number((await waitLine(sb, /READY (\d+)/))[1]);
-  const sbWs16 = await single(sbPort, 'big.bin', BIG_MB, 16);
-  const sbLock = await single(sbPort, 'big.bin', BIG_MB, 1);
-  const sbPar = await parallel(sbPort);
-  const sbRss = rssMB(pidOf(sb), 'VmHWM');
-  const sbMem50 = await memory50(sbPort, pidOf(sb));
-  await stop(sb);
-  console.error(`swarmboot: ws16 ${fmt(sbWs16)} MB/s, lockstep ${fmt(sbLock)} MB/s, parallel ${fmt(sbPar)} MB/s, peak RSS ${fmt(sbRss)} MB, 50×${MEM_MB} MB peak RSS ${fmt(sbMem50)} MB`);
-
-  // atftpd (windowed baseline)
   const atPort = 6969;
   const at = startDaemon('atftpd', ['--daemon', '--no-fork', '--port', String(atPort), '--bind-address', '127.0.0.1', '--user', 'root', '--group', 'root', '--logfile', '/dev/null', '--maxthread', '200', root]);
   await waitUdpPort(atPort);
-  const atWs16 = await single(atPort, 'big.bin', BIG_MB, 16);
-  await stop(at);
-  console.error(`atftpd: ws16 ${fmt(atWs16)} MB/s`);
-
-  // dnsmasq (lock-step baseline); TFTP port 69 of the namespace's own loopback.
+  // dnsmasq: TFTP port 69 of the namespace's own loopback.
   const dm = startDaemon('dnsmasq', ['-k', '--port=0', '--conf-file=/dev/null', '--enable-tftp', `--tftp-root=${root}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--tftp-max=500', '--quiet-tftp', '--user=root', '--pid-file=']);
   await waitUdpPort(69);
-  const dmLock = await single(69, 'big.bin', BIG_MB, 1);
-  const dmPar = await parallel(69);
-  const dmRss = rssMB(pidOf(dm), 'VmHWM');
-  await stop(dm);
-  console.error(`dnsmasq: lockstep ${fmt(dmLock)} MB/s, parallel ${fmt(dmPar)} MB/s, peak RSS ${fmt(dmRss)} MB`);
 
-  results.push(line('ws16_MBps', sbWs16, 'atftpd', atWs16));
-  results.push(line('lockstep_MBps', sbLock, 'dnsmasq', dmLock));
-  results.push(line('parallel20_MBps', sbPar, 'dnsmasq', dmPar));
-  results.push(line('peak_rss_MB', sbRss, 'dnsmasq', dmRss));
+  // One untimed pass per server and file, so that every server starts from the same warm page cache.
+  await Promise.all([fetch(sbPort, 'big.bin', 16), fetch(sbPort, 'par.bin', 16)]);
+  await Promise.all([fetch(atPort, 'big.bin', 16), fetch(69, 'par.bin', 1)]);
+
+  const r = { sbWs16: [] as number[], atWs16: [] as number[], sbLock: [] as number[], dmLock: [] as number[], sbPar: [] as number[], dmPar: [] as number[] };
+  for (let i = 0; i < REPEAT; i++) {
+    r.sbWs16.push(await single(sbPort, 'big.bin', BIG_MB, 16));
+    r.atWs16.push(await single(atPort, 'big.bin', BIG_MB, 16));
+    r.sbLock.push(await single(sbPort, 'big.bin', BIG_MB, 1));
+    r.dmLock.push(await single(69, 'big.bin', BIG_MB, 1));
+    r.sbPar.push(await parallel(sbPort));
+    r.dmPar.push(await parallel(69));
+  }
+  const sbRss = rssMB(pidOf(sb), 'VmHWM');
+  const dmRss = rssMB(pidOf(dm), 'VmHWM');
+  await stop(at);
+  await stop(dm);
+  const sbMem50 = await memory50(sbPort, pidOf(sb));
+  await stop(sb);
+  const show = (xs: number[]): string => xs.map(fmt).join(' ');
+  console.error(`rounds (MB/s): swarmboot ws16 ${show(r.sbWs16)} | atftpd ws16 ${show(r.atWs16)}`);
+  console.error(`               swarmboot lockstep ${show(r.sbLock)} | dnsmasq lockstep ${show(r.dmLock)}`);
+  console.error(`               swarmboot parallel ${show(r.sbPar)} | dnsmasq parallel ${show(r.dmPar)}`);
+  const load1 = os.loadavg();
+  console.error(`load average before ${load0.map((l) => l.toFixed(2)).join(' ')}, after ${load1.map((l) => l.toFixed(2)).join(' ')} (${os.availableParallelism()} CPUs)`);
+  console.error(`swarmboot: peak RSS ${fmt(sbRss)} MB, 50×${MEM_MB} MB peak RSS ${fmt(sbMem50)} MB; dnsmasq peak RSS ${fmt(dmRss)} MB`);
+
+  results.push(line('ws16_MBps', r.sbWs16, 'atftpd', r.atWs16));
+  results.push(line('lockstep_MBps', r.sbLock, 'dnsmasq', r.dmLock));
+  results.push(line('parallel20_MBps', r.sbPar, 'dnsmasq', r.dmPar));
+  results.push(line('peak_rss_MB', [sbRss], 'dnsmasq', [dmRss]));
   results.push(`BENCH tftp mem50x${MEM_MB}MB_peak_rss_MB=${fmt(sbMem50)} target=150`);
   for (const r of results) console.log(r);
 }

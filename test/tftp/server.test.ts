@@ -224,13 +224,19 @@ test('a packet from another port gets ERROR 5 and the transfer carries on', asyn
     const intruder = dgram.createSocket('udp4');
     await new Promise<void>((r) => intruder.bind(0, '127.0.0.1', r));
     const replies: Buffer[] = [];
-    intruder.on('message', (m) => replies.push(m));
+    const fromPorts: number[] = [];
+    let serverTid = -1;
+    intruder.on('message', (m, rinfo) => {
+      replies.push(m);
+      fromPorts.push(rinfo.port);
+    });
     try {
     const r = await tftpGet({
       port,
       file: 'medium.bin',
       options: [['blksize', '1456'], ['windowsize', '4']],
       onServerPort: (tid) => {
+        serverTid = tid;
         // Mid-transfer: a bogus ACK far ahead, a DATA and garbage, all from the wrong port.
         intruder.send(encodeAck(400), tid, '127.0.0.1');
         intruder.send(Buffer.from([0, OP_DATA, 0, 1, 1, 2, 3]), tid, '127.0.0.1');
@@ -243,6 +249,8 @@ test('a packet from another port gets ERROR 5 and the transfer carries on', asyn
       const p = decode(m);
       assert.ok(p && p.op === OP_ERROR && p.code === 5);
     }
+    // The ERROR comes from the transfer's own port, as RFC 1350 has it (not from another socket of the server).
+    assert.deepEqual(fromPorts, [serverTid, serverTid, serverTid]);
     assert.equal(s.stats().droppedPackets.foreign_tid, 3);
     await until(() => s.stats().transfers.ok === 1);
     } finally {
