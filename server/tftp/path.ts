@@ -78,21 +78,31 @@ export class PathResolver {
     return this.realRoot;
   }
 
-  private async walkCaseInsensitive(realRoot: string, segments: readonly string[]): Promise<string | null> {
-    let dir = realRoot;
-    for (const seg of segments) {
-      const names = await this.list(dir);
-      if (names === null) return null;
-      let match: string | undefined = names.includes(seg) ? seg : undefined;
-      if (match === undefined) {
-        const lower = seg.toLowerCase();
-        // Sorted listing: when two names differ only by case, the choice is stable.
-        match = names.find((n) => n.toLowerCase() === lower);
+  /**
+   * Finds the file whatever the case of each segment. When a folder holds names that differ only
+   * by case (`Boot/BCD` beside `boot/x64/bootmgfw.efi`, as Windows media copied to Linux often
+   * has), every spelling is tried, exact first, so a file inside either one is found.
+   */
+  private async walkCaseInsensitive(dir: string, segments: readonly string[], depth = 0): Promise<string | null> {
+    if (depth === segments.length) return dir;
+    const names = await this.list(dir);
+    if (names === null) return null;
+    const seg = segments[depth]!;
+    const lower = seg.toLowerCase();
+    // Sorted listing: among names that differ only by case, the order (and so the choice) is stable.
+    const candidates = [...(names.includes(seg) ? [seg] : []), ...names.filter((n) => n !== seg && n.toLowerCase() === lower)];
+    const last = depth + 1 === segments.length;
+    for (const name of candidates) {
+      const p = path.join(dir, name);
+      if (last) {
+        if (await isFile(p)) return p;
+        continue;
       }
-      if (match === undefined) return null;
-      dir = path.join(dir, match);
+      const found = await this.walkCaseInsensitive(p, segments, depth + 1);
+      if (found !== null) return found;
     }
-    return dir;
+    // No regular file: name the first match anyway, so the caller can say what it is (a folder).
+    return last && candidates.length ? path.join(dir, candidates[0]!) : null;
   }
 
   private async list(dir: string): Promise<string[] | null> {
@@ -114,6 +124,14 @@ export class PathResolver {
       this.listings.delete(dir);
       return null;
     }
+  }
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(p)).isFile();
+  } catch {
+    return false;
   }
 }
 

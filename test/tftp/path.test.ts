@@ -57,6 +57,22 @@ test('case-insensitive lookup finds boot/bcd for \\BOOT\\bcd', async () => {
   assert.deepEqual(await r.resolve(n.segments), { ok: false, code: 'not_found', reason: 'no such file' });
 });
 
+test('folders that differ only by case are both searched (Boot/BCD beside boot/x64/bootmgfw.efi)', async () => {
+  const dir = path.join(base, 'mixed');
+  mkdirSync(path.join(dir, 'winpe', 'Boot'), { recursive: true });
+  mkdirSync(path.join(dir, 'winpe', 'boot', 'x64'), { recursive: true });
+  writeFileSync(path.join(dir, 'winpe', 'Boot', 'BCD'), 'bcd');
+  writeFileSync(path.join(dir, 'winpe', 'boot', 'x64', 'bootmgfw.efi'), 'efi');
+  const r = new PathResolver(dir);
+  for (const name of ['\\winpe\\boot\\BCD', 'WinPE/Boot/x64/bootmgfw.efi', 'winpe/BOOT/bcd', 'winpe/boot/x64/BOOTMGFW.EFI']) {
+    const n = normalizeName(name);
+    assert.ok(n.ok);
+    const res = await r.resolve(n.segments);
+    assert.ok(res.ok, name);
+  }
+  assert.equal((await r.resolve(['winpe', 'boot'])).ok, false, 'a folder is still not served');
+});
+
 test('symlinks that leave the root are refused; links inside it are followed', async () => {
   const r = new PathResolver(root);
   const esc = await r.resolve(['escape']);
