@@ -24,6 +24,7 @@ import { decidePxe } from '../boot/pxe.ts';
 import type { PxeDecider } from '../boot/types.ts';
 import { contentRoutes } from './http/content.ts';
 import { bootFileRoutes } from './http/boot-files.ts';
+import { TurnGate } from './http/content-turns.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -138,6 +139,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     void content.update(cfg0, 'start');
     holder.onChange((next) => void content.update(next, 'config changed'));
 
+    // One gate for every file body the HTTP side sends: a few MiB per event-loop turn, so DHCP and
+    // TFTP answers are polled between them (server/http/content-turns.ts, bench/http.ts).
+    const turns = new TurnGate(4);
+
     const deployments = new Deployments({ config: () => holder.current, store, content: () => content.view(), baseUrl, serverAddress: address, logger: log });
 
     const app = await createHttpApp({
@@ -149,8 +154,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       adminToken: () => token.token,
       plugins: [
         { plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } },
-        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics, limits: cfg0.server.http.limits } },
-        { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root } },
+        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics, limits: cfg0.server.http.limits, turns } },
+        { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root, turns } },
       ],
       health: () => ({
         config: { file: holder.current.file, digest: holder.current.digest.slice(0, 12), loadedAt: holder.loadedAt.toISOString(), lastReloadError: holder.lastError },

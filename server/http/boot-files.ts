@@ -10,17 +10,20 @@ import type { FastifyInstance } from 'fastify';
 import { normalizeName, PathResolver } from '../tftp/path.ts';
 import { ChunkCache } from './content-chunks.ts';
 import { sendRange, stampCheck } from './content-send.ts';
+import { TurnGate } from './content-turns.ts';
 
 const openFd = promisify(open);
 
 export interface BootFilesOptions {
   root: () => string;
+  turns?: TurnGate;
 }
 
 export async function bootFileRoutes(app: FastifyInstance, o: BootFilesOptions): Promise<void> {
   let resolver = new PathResolver(o.root());
   let resolverRoot = o.root();
   const cache = new ChunkCache(1 << 20, 16 << 20);
+  const turns = o.turns ?? new TurnGate(4);
 
   app.route({
     method: ['GET', 'HEAD'],
@@ -70,6 +73,7 @@ export async function bootFileRoutes(app: FastifyInstance, o: BootFilesOptions):
         end: size - 1,
         cache,
         unchanged: stampCheck(fd, st.size, st.mtimeNs, st.ctimeNs),
+        turns,
       });
       close(fd, () => undefined);
       req.log.debug({ path: name.name, bytes: size, outcome }, 'boot file sent');

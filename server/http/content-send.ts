@@ -14,6 +14,7 @@ import { fstatSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { Chunk, ChunkCache } from './content-chunks.ts';
 import type { TokenBucket } from './content-limit.ts';
+import type { TurnGate } from './content-turns.ts';
 
 export interface SendOptions {
   res: ServerResponse;
@@ -33,6 +34,8 @@ export interface SendOptions {
   onBytes?: (n: number) => void;
   /** A client that accepts nothing for this long is disconnected. Default 120 s. */
   stallMs?: number;
+  /** Shared by all transfers of a server: how many may write a chunk per event-loop turn. */
+  turns?: TurnGate;
 }
 
 export type SendOutcome = 'complete' | 'client-gone' | 'changed' | 'read-error' | 'stalled';
@@ -143,8 +146,9 @@ export function sendRange(o: SendOptions): Promise<SendOutcome> {
       }
       next = acquire(i + 1);
       // A cached chunk resolves at once, so without this a transfer whose socket keeps accepting
-      // would loop through megabytes inside one event-loop turn while other requests wait.
-      await yieldToLoop();
+      // would loop through megabytes inside one event-loop turn while other requests wait; the
+      // shared gate also keeps many transfers together from filling one turn (see content-turns.ts).
+      await (o.turns ? o.turns.wait() : yieldToLoop());
     }
     if (closed) return 'client-gone';
     res.end();

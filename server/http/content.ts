@@ -67,6 +67,7 @@ import { BandwidthLimiter, type ContentLimits } from './content-limit.ts';
 import { contentUrl, parseContentTarget } from './content-path.ts';
 import { ChunkCache } from './content-chunks.ts';
 import { sendRange, stampCheck, type SendOutcome } from './content-send.ts';
+import { TurnGate } from './content-turns.ts';
 
 export interface ContentRoutesOptions {
   /** The catalogue, or a getter when the daemon swaps catalogues on reload. */
@@ -80,6 +81,8 @@ export interface ContentRoutesOptions {
   cacheBytes?: number;
   /** Disconnect a client that accepts no data for this long. Default 120 s. */
   stallMs?: number;
+  /** Event-loop sharing between bodies (content-turns.ts); shared with other body senders of the server. */
+  turns?: TurnGate;
 }
 
 /** Transfers at least this large are logged at info when they end; smaller ones at debug. */
@@ -89,6 +92,7 @@ export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOpt
   const log = opts.logger.child({ component: 'content' });
   const catalogue = typeof opts.catalogue === 'function' ? opts.catalogue : () => opts.catalogue as Catalogue;
   const limiter = new BandwidthLimiter(opts.limits);
+  const turns = opts.turns ?? new TurnGate(4);
   const m = opts.metrics;
   const readBytes = m.counter('swarmboot_content_read_bytes_total', 'Bytes read from disk or page cache for content bodies (less than sent when clients share chunks)');
   const cache = new ChunkCache(opts.chunkSize ?? 1 << 20, opts.cacheBytes ?? 16 << 20, (n) => readBytes.inc({}, n));
@@ -243,6 +247,7 @@ export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOpt
           buckets,
           rate,
           stallMs: opts.stallMs,
+          turns,
           onBytes: (n) => {
             sent += n;
             bytesSent.inc({ package: pkg.id }, n);
