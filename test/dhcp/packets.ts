@@ -1,5 +1,6 @@
 /** Builders for client-side DHCP packets, shared by the unit tests, the real-peer tests and the bench. */
-import { BOOTREQUEST, encodePacket, FLAG_BROADCAST, ipOption, u16Option, type DhcpPacket } from '../../server/dhcp/codec.ts';
+import type { RemoteInfo } from 'node:dgram';
+import { BOOTREQUEST, encodePacket, FLAG_BROADCAST, ipOption, readIpOption, u16Option, type DhcpPacket } from '../../server/dhcp/codec.ts';
 import { MsgType, Opt } from '../../server/dhcp/options.ts';
 
 export interface ClientOpts {
@@ -68,3 +69,37 @@ export function clientBuf(o: ClientOpts): Buffer {
 }
 
 export { MsgType, Opt };
+
+/** What a test client reports of a server reply (JSON-friendly: options as text or hex). */
+export interface ReplySummary {
+  from: string;
+  fromPort: number;
+  type: number;
+  yiaddr: string;
+  siaddr: string;
+  serverId?: string;
+  /** BOOTP `file` field; option 67 is `bootfile`. */
+  file: string;
+  bootfile?: string;
+  /** Option 252 (Windows Boot Manager's BCD path), latin1. */
+  bcdPath?: string;
+  vendorClass?: string;
+  opt43?: string;
+  opt97?: string;
+  mask?: string;
+}
+
+export function summarizeReply(p: DhcpPacket, from: RemoteInfo): ReplySummary {
+  const o = p.options;
+  const s: ReplySummary = { from: from.address, fromPort: from.port, type: o.get(Opt.MESSAGE_TYPE)?.[0] ?? 0, yiaddr: p.yiaddr, siaddr: p.siaddr, file: p.file };
+  const sid = readIpOption(o.get(Opt.SERVER_ID));
+  if (sid) s.serverId = sid;
+  if (o.has(Opt.BOOTFILE)) s.bootfile = o.get(Opt.BOOTFILE)!.toString('latin1');
+  if (o.has(Opt.WDS_BCD_PATH)) s.bcdPath = o.get(Opt.WDS_BCD_PATH)!.toString('latin1');
+  if (o.has(Opt.VENDOR_CLASS)) s.vendorClass = o.get(Opt.VENDOR_CLASS)!.toString('latin1');
+  if (o.has(Opt.VENDOR_SPECIFIC)) s.opt43 = o.get(Opt.VENDOR_SPECIFIC)!.toString('hex');
+  if (o.has(Opt.CLIENT_UUID)) s.opt97 = o.get(Opt.CLIENT_UUID)!.toString('hex');
+  const mask = readIpOption(o.get(Opt.SUBNET_MASK));
+  if (mask) s.mask = mask;
+  return s;
+}

@@ -9,7 +9,7 @@ import dgram from 'node:dgram';
 import { execFileSync } from 'node:child_process';
 import { decodePacket, readIpOption, type DhcpPacket } from '../../server/dhcp/codec.ts';
 import { Opt } from '../../server/dhcp/options.ts';
-import { clientBuf, MsgType, type ClientOpts } from './packets.ts';
+import { clientBuf, MsgType, summarizeReply, type ClientOpts, type ReplySummary } from './packets.ts';
 
 interface Cfg {
   mac: string;
@@ -24,34 +24,9 @@ interface Cfg {
   pxe4011?: boolean;
 }
 
-export interface Summary {
-  from: string;
-  fromPort: number;
-  type: number;
-  yiaddr: string;
-  siaddr: string;
-  serverId?: string;
-  file: string;
-  bootfile?: string;
-  vendorClass?: string;
-  opt43?: string;
-  opt97?: string;
-  mask?: string;
-}
+export type Summary = ReplySummary;
 
-function summary(p: DhcpPacket, from: dgram.RemoteInfo): Summary {
-  const o = p.options;
-  const s: Summary = { from: from.address, fromPort: from.port, type: o.get(Opt.MESSAGE_TYPE)?.[0] ?? 0, yiaddr: p.yiaddr, siaddr: p.siaddr, file: p.file };
-  const sid = readIpOption(o.get(Opt.SERVER_ID));
-  if (sid) s.serverId = sid;
-  if (o.has(Opt.BOOTFILE)) s.bootfile = o.get(Opt.BOOTFILE)!.toString('latin1');
-  if (o.has(Opt.VENDOR_CLASS)) s.vendorClass = o.get(Opt.VENDOR_CLASS)!.toString('latin1');
-  if (o.has(Opt.VENDOR_SPECIFIC)) s.opt43 = o.get(Opt.VENDOR_SPECIFIC)!.toString('hex');
-  if (o.has(Opt.CLIENT_UUID)) s.opt97 = o.get(Opt.CLIENT_UUID)!.toString('hex');
-  const mask = readIpOption(o.get(Opt.SUBNET_MASK));
-  if (mask) s.mask = mask;
-  return s;
-}
+const summary = summarizeReply;
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as Cfg;
 const iface = cfg.iface ?? 'eth0';

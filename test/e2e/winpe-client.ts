@@ -21,7 +21,7 @@ import { execFileSync } from 'node:child_process';
 import { decodePacket, readIpOption, type DhcpPacket } from '../../server/dhcp/codec.ts';
 import { Opt } from '../../server/dhcp/options.ts';
 import { decode, encodeAck, encodeError, encodeRequest, OP_DATA, OP_ERROR, OP_OACK, OP_RRQ } from '../../server/tftp/codec.ts';
-import { clientBuf, MsgType, type ClientOpts } from '../dhcp/packets.ts';
+import { clientBuf, MsgType, summarizeReply, type ClientOpts, type ReplySummary } from '../dhcp/packets.ts';
 
 export interface DhcpCfg {
   mac: string;
@@ -32,21 +32,7 @@ export interface DhcpCfg {
   iface?: string;
 }
 
-export interface DhcpReply {
-  type: number;
-  from: string;
-  yiaddr: string;
-  siaddr: string;
-  serverId?: string;
-  /** BOOTP `file` field and option 67. */
-  file: string;
-  bootfile?: string;
-  /** Option 252, latin1. */
-  bcdPath?: string;
-  vendorClass?: string;
-  opt97?: string;
-  mask?: string;
-}
+export type DhcpReply = ReplySummary;
 
 export interface DhcpResult {
   offer?: DhcpReply;
@@ -91,19 +77,7 @@ export interface ReadResult {
   ms: number;
 }
 
-function summary(p: DhcpPacket, from: dgram.RemoteInfo): DhcpReply {
-  const o = p.options;
-  const s: DhcpReply = { type: o.get(Opt.MESSAGE_TYPE)?.[0] ?? 0, from: from.address, yiaddr: p.yiaddr, siaddr: p.siaddr, file: p.file };
-  const sid = readIpOption(o.get(Opt.SERVER_ID));
-  if (sid) s.serverId = sid;
-  if (o.has(Opt.BOOTFILE)) s.bootfile = o.get(Opt.BOOTFILE)!.toString('latin1');
-  if (o.has(Opt.WDS_BCD_PATH)) s.bcdPath = o.get(Opt.WDS_BCD_PATH)!.toString('latin1');
-  if (o.has(Opt.VENDOR_CLASS)) s.vendorClass = o.get(Opt.VENDOR_CLASS)!.toString('latin1');
-  if (o.has(Opt.CLIENT_UUID)) s.opt97 = o.get(Opt.CLIENT_UUID)!.toString('hex');
-  const mask = readIpOption(o.get(Opt.SUBNET_MASK));
-  if (mask) s.mask = mask;
-  return s;
-}
+const summary = summarizeReply;
 
 async function dhcp(cfg: DhcpCfg): Promise<DhcpResult> {
   const iface = cfg.iface ?? 'eth0';
