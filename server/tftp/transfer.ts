@@ -1,7 +1,7 @@
 /**
  * One read transfer on its own socket: windowed send (RFC 7440, or Microsoft's variable window),
  * 16-bit block numbers unwrapped to full ones (files of several GB), go-back-N on a partial or
- * duplicate ACK, and an adaptive retransmit timer with bounded retries.
+ * duplicate ACK, and an adaptive retransmit timer that backs off and gives up after a bounded silence.
  *
  * Timing is driven by the server's shared ticker calling `tick(now)`: one interval for all transfers
  * instead of a timer re-armed on every ACK.
@@ -14,12 +14,16 @@ import type { BlockReader } from './cache.ts';
 export type Outcome = 'ok' | 'probe' | 'timeout' | 'client_error' | 'read_error' | 'shutdown';
 
 export interface TransferTiming {
-  /** Retransmit timeout before any round trip has been measured, and the ceiling of the adaptive timer. */
+  /** Retransmit timeout before any round trip has been measured. */
   initialRtoMs: number;
+  /** Floor and ceiling of the timer computed from measured round trips (RFC 6298: srtt + 4 rttvar). */
   minRtoMs: number;
   maxRtoMs: number;
-  /** Consecutive timeouts before the transfer is abandoned. */
-  retries: number;
+  /**
+   * Time without progress (an ACK that moves the transfer on) before the transfer is abandoned. Consecutive
+   * timeouts double the timer up to a quarter of this, past maxRtoMs: see `tick`.
+   */
+  giveUpMs: number;
 }
 
 export interface TransferInit {
@@ -78,9 +82,12 @@ export class Transfer {
   private lastSendAt = 0;
   private waitingForDisk = false;
   deadline = Infinity;
+  /** Timeouts since the last progress. */
   private tries = 0;
+  private lastProgressAt = performance.now();
   private rto: number;
   private maxRto: number;
+  private readonly maxBackoff: number;
   private srtt = -1;
   private rttvar = 0;
   private slots: Buffer[] = [];
@@ -98,6 +105,7 @@ export class Transfer {
     this.timing = init.timing;
     this.maxRto = init.timing.maxRtoMs;
     this.rto = Math.min(init.timing.initialRtoMs, this.maxRto);
+    this.maxBackoff = Math.max(this.maxRto, this.rto, init.timing.giveUpMs / 4);
     // A file that is an exact multiple of blksize ends with an empty block.
     this.lastBlock = Math.floor(this.size / this.blksize) + 1;
     this.onReadyBound = (err) => this.onDiskReady(err);
@@ -123,16 +131,22 @@ export class Transfer {
     return this.acked;
   }
 
-  /** Called by the server's ticker. */
+  /**
+   * Called by the server's ticker. Each timeout resends and doubles the timer, past the adaptive ceiling up to a
+   * quarter of giveUpMs: the first resends come fast (a lost DATA on a LAN costs milliseconds), the later ones
+   * leave silences longer than a client's own retransmit timer. That matters for clients like atftp, which answer
+   * a resent block with one extra ACK and then ignore further copies until their timer (5 s) runs out, a timer
+   * that every copy restarts: if that extra ACK is lost too, only a pause longer than their timer lets them speak.
+   */
   tick(now: number): void {
     if (this.phase === 'done' || now < this.deadline) return;
-    if (++this.tries > this.timing.retries) {
+    if (now - this.lastProgressAt >= this.giveUpAfter()) {
       this.send(encodeError(ERR_UNDEFINED, 'transfer timed out'));
-      this.finish('timeout', `no ACK after ${this.timing.retries} retries (block ${this.acked + 1})`);
+      this.finish('timeout', `no ACK for block ${this.acked + 1} in ${Math.round(now - this.lastProgressAt)} ms, ${this.tries} resends`);
       return;
     }
-    // Exponential backoff; the next measured round trip brings it back down.
-    this.rto = Math.min(this.rto * 2, this.maxRto);
+    this.tries++;
+    this.rto = Math.min(this.rto * 2, this.maxBackoff);
     if (this.phase === 'oack') this.sendOack();
     else this.sendWindow(this.acked + 1, true);
   }
@@ -184,8 +198,10 @@ export class Transfer {
         return;
       }
       this.phase = 'data';
-      this.tries = 0;
-      this.sample(now - this.lastSendAt);
+      // Karn: a round trip is measured only when the OACK went out once (an ACK to a resent one is ambiguous).
+      const clean = this.tries === 0;
+      this.progress(now);
+      if (clean) this.sample(now - this.lastSendAt);
       if (this.init.msftwindow && nextWindow > 0) this.ws = Math.min(nextWindow, this.init.maxWindowsize);
       this.sendWindow(1, false);
       return;
@@ -218,7 +234,7 @@ export class Transfer {
     this.staleAckExpected = this.windowResent;
     this.dupResent = false;
     this.acked = full;
-    this.tries = 0;
+    this.progress(now);
     this.ackedBytes = Math.min(this.size, full * this.blksize);
     if (full >= this.lastBlock) {
       this.finish('ok', 'complete');
@@ -226,6 +242,27 @@ export class Transfer {
     }
     // A partial ACK means the client saw a gap: go back to the block after it (RFC 7440).
     this.sendWindow(full + 1, full < this.windowEnd);
+  }
+
+  /** The client moved the transfer on: it is alive, so a timer backed off past the adaptive ceiling comes back to it. */
+  private progress(now: number): void {
+    this.lastProgressAt = now;
+    this.tries = 0;
+    if (this.rto > this.maxRto) this.rto = this.maxRto;
+  }
+
+  /**
+   * Silence tolerated before giving up. An OACK nobody acknowledges is almost always a tsize probe whose client
+   * moved on without sending ERROR 8 (some PXE ROMs do): that gets five initial timeouts, as before the first
+   * measured round trip, so a boot storm's orphaned probes do not hold transfer slots for the full giveUpMs.
+   */
+  private giveUpAfter(): number {
+    return this.phase === 'oack' ? Math.min(this.timing.giveUpMs, 5 * this.timing.initialRtoMs) : this.timing.giveUpMs;
+  }
+
+  /** Arms the retransmit timer, never past the moment the transfer is to be given up. */
+  private arm(now: number): void {
+    this.deadline = Math.min(now + this.rto, this.lastProgressAt + this.giveUpAfter());
   }
 
   private sample(rtt: number): void {
@@ -243,7 +280,7 @@ export class Transfer {
   private sendOack(): void {
     this.send(this.init.oack!);
     this.lastSendAt = performance.now();
-    this.deadline = this.lastSendAt + this.rto;
+    this.arm(this.lastSendAt);
   }
 
   private sendWindow(from: number, resend: boolean): void {
@@ -285,7 +322,7 @@ export class Transfer {
     const now = performance.now();
     this.lastSendAt = now;
     this.windowSentAt = now;
-    this.deadline = now + this.rto;
+    this.arm(now);
   }
 
   private onDiskReady(err: Error | null): void {

@@ -21,10 +21,19 @@ export interface GetOptions {
   retries?: number;
   /** Return true to pretend a DATA packet was lost (nth DATA packet received, 0-based; block number). */
   dropData?: (n: number, block: number) => boolean;
+  /** Return true to lose an ACK on its way out (nth ACK sent, 0-based, counting the ACK of the OACK and every repeat;
+   *  block number). The client behaves as if it had sent it: it waits, and repeats it when its own timer runs out. */
+  dropAck?: (n: number, block: number) => boolean;
+  /**
+   * Behave like atftp 0.8's receiver: answer the first old duplicate DATA with one extra ACK, ignore further
+   * duplicates, and restart the timer on every packet received, so the ACK is repeated only after `timeoutMs` of
+   * silence. (By default this client ignores duplicates and repeats its ACK every `timeoutMs` regardless.)
+   */
+  atftpStyle?: boolean;
   /** Stop after this many bytes and vanish (no ERROR), as a crashed client would. */
   vanishAfterBytes?: number;
-  /** Called once with the server's transfer port (its TID) when the first reply arrives. */
-  onServerPort?: (port: number) => void;
+  /** Called once with the server's transfer port (its TID) and the client's own port when the first reply arrives. */
+  onServerPort?: (port: number, localPort: number) => void;
   /** Reply to the OACK with this ERROR code instead of ACK 0 (tsize probe). */
   errorAfterOack?: number;
 }
@@ -36,6 +45,8 @@ export interface GetResult {
   packets: number;
   /** DATA packets received between consecutive ACKs (entry i: after ACK i, which carried window i). */
   windows: number[];
+  /** ACKs lost on purpose (dropAck). */
+  acksDropped: number;
   serverPort: number;
   error?: { code: number; message: string };
 }
@@ -62,6 +73,10 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
   const msft = o.msftWindow !== undefined;
   let lastAck: Buffer | null = null;
   let tries = 0;
+  let acksSent = 0;
+  let acksDropped = 0;
+  let lastAckBlock = 0;
+  let extraAcked = false;
 
   const rrq = encodeRequest(OP_RRQ, o.file, o.mode ?? 'octet', o.options ?? []);
   let inflight = 0;
@@ -71,6 +86,10 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
     sock.send(buf, port, host, () => {
       if (--inflight === 0 && finished) sock.close();
     });
+  };
+  const sendAck = (buf: Buffer, block: number): void => {
+    if (o.dropAck?.(acksSent++, block)) acksDropped++;
+    else send(buf, serverPort);
   };
   send(rrq, o.port);
 
@@ -83,13 +102,13 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
       // dgram resolves the address on a later tick: close only once the last datagram has gone out.
       if (inflight === 0) sock.close();
       if (err) reject(err);
-      else resolve({ data: Buffer.concat(chunks), oack, packets, windows, serverPort, error });
+      else resolve({ data: Buffer.concat(chunks), oack, packets, windows, acksDropped, serverPort, error });
     };
     const arm = (): void => {
       clearTimeout(timer);
       timer = setTimeout(() => {
         if (++tries > retries) return finish(new Error(`client timeout at block ${expected}`));
-        if (lastAck) send(lastAck, serverPort);
+        if (lastAck) sendAck(lastAck, lastAckBlock);
         else send(rrq, o.port);
         arm();
       }, timeoutMs);
@@ -103,14 +122,15 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
         ws = next;
       }
       lastAck = encodeAck(block, next);
-      send(lastAck, serverPort);
+      lastAckBlock = block;
+      sendAck(lastAck, block);
     };
     arm();
     sock.on('message', (msg, rinfo) => {
       if (finished) return;
       if (serverPort === -1) {
         serverPort = rinfo.port;
-        o.onServerPort?.(serverPort);
+        o.onServerPort?.(serverPort, sock.address().port);
       } else if (rinfo.port !== serverPort) return;
       const p = decode(msg);
       if (!p) return finish(new Error('undecodable packet from server'));
@@ -141,9 +161,16 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
           inWindow = -1;
           ack(expected - 1);
           arm();
+        } else if (d >= 0x8000 && o.atftpStyle) {
+          if (!extraAcked && lastAck) {
+            extraAcked = true;
+            sendAck(lastAck, lastAckBlock);
+          }
+          arm();
         }
         return;
       }
+      extraAcked = false;
       if (inWindow < 0) inWindow = 0;
       chunks.push(Buffer.from(p.data));
       bytes += p.data.length;

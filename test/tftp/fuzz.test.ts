@@ -109,7 +109,7 @@ test(`fuzz: ${TOTAL} random and mutated packets at the main and transfer ports (
   };
 
   const fdsBefore = openFds();
-  const srv = await startTftp({ root, host: '127.0.0.1', port: 0, logger: silentLogger(), timeoutMs: 200, minTimeoutMs: 20, retries: 2, maxTransfers: 100 });
+  const srv = await startTftp({ root, host: '127.0.0.1', port: 0, logger: silentLogger(), timeoutMs: 200, minTimeoutMs: 20, giveUpMs: 600, maxTransfers: 100 });
   const port = srv.address().port;
   const fdsServing = openFds();
   const delay = monitorEventLoopDelay({ resolution: 10 });

@@ -1,6 +1,8 @@
 /**
  * Real peers on loopback: tftp-hpa, atftp and curl download one 300 MB file concurrently, at 512- and
  * 1456-byte blocks (so the 16-bit block counter wraps several times), and the SHA-256 must match.
+ * tftp-hpa runs at 512 only: its client (5.2) sends no RFC 2347 options at all (no blksize, tsize or windowsize
+ * command or flag), so 512-byte lock-step is all it can ask for; atftp and curl cover the larger blocks.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -182,12 +182,38 @@ test('write requests get ERROR 2; a missing file ERROR 1; traversal never serves
       assert.ok(r.error.code === 1 || r.error.code === 2, `${name}: ${r.error.code}`);
       assert.equal(r.data.length, 0);
     }
-    // NUL inside the name: the request parser stops at the first NUL, so "small.bin\0../secret" asks for small.bin
-    // with mode "../secret", which is refused as a mode.
-    const nul = await exchange(port, Buffer.concat([Buffer.from([0, OP_RRQ]), Buffer.from('escape\0../secret\0octet\0')]));
-    const np = nul && decode(nul.msg);
-    assert.ok(np && np.op === OP_ERROR);
     assert.ok(s.stats().transfers.denied! >= 5);
+  });
+});
+
+test('a NUL inside the filename field never reaches a path: the request is refused and nothing is sent', async () => {
+  await withServer({}, async (s, port) => {
+    // On the wire a NUL ends the filename field, so the bytes after it land in the mode field; a C server that
+    // looked only at the name would serve "small.bin". Each of these must come back as an ERROR (never OACK or
+    // DATA), and neither the file before the NUL nor the one after it may be served.
+    const spliced = ['small.bin\0../secret', 'escape\0.bin', 'boot\0/bcd', 'small.bin\0octet.bin'];
+    for (const name of spliced) {
+      const sock = dgram.createSocket('udp4');
+      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+      const got: Buffer[] = [];
+      sock.on('message', (m) => got.push(m));
+      sock.send(Buffer.concat([Buffer.from([0, OP_RRQ]), Buffer.from(`${name}\0octet\0`, 'latin1')]), port, '127.0.0.1');
+      // Long enough for a transfer to have started (and resent its first DATA) had the request been accepted.
+      await new Promise((r) => setTimeout(r, 300));
+      sock.close();
+      assert.equal(got.length, 1, `${JSON.stringify(name)}: ${got.length} replies`);
+      const p = decode(got[0]!);
+      assert.ok(p && p.op === OP_ERROR, `${JSON.stringify(name)}: not an ERROR`);
+      // The part after the NUL is read as the transfer mode, which is not one TFTP knows: ERROR 4.
+      assert.equal(p.code, 4, `${JSON.stringify(name)}: ${p.message}`);
+    }
+    // A NUL right after the name leaves an empty mode: not a request at all, dropped and counted, never answered.
+    const empty = await exchange(port, Buffer.concat([Buffer.from([0, OP_RRQ]), Buffer.from('small.bin\0\0octet\0')]), 300);
+    assert.equal(empty, null);
+    assert.equal(s.stats().transfers.bad_request, spliced.length);
+    assert.equal(s.stats().transfers.ok, undefined);
+    assert.equal(s.stats().droppedPackets.malformed, 1);
+    assert.equal(s.stats().received.transfer, 0, 'a transfer socket was opened');
   });
 });
 
@@ -259,28 +285,92 @@ test('a packet from another port gets ERROR 5 and the transfer carries on', asyn
   });
 });
 
+test('a packet from another address (same port) gets ERROR 5 and the transfer carries on', async () => {
+  await withServer({}, async (s, port) => {
+    // 127.0.0.2 is loopback too on Linux: an intruder there can bind the very port the client uses, so only the
+    // address tells them apart.
+    const intruder = dgram.createSocket('udp4');
+    const replies: Array<{ m: Buffer; port: number }> = [];
+    intruder.on('message', (m, rinfo) => replies.push({ m, port: rinfo.port }));
+    let serverTid = -1;
+    let bound: Promise<void> = Promise.resolve();
+    try {
+      const r = await tftpGet({
+        port,
+        file: 'medium.bin',
+        options: [['blksize', '1456'], ['windowsize', '4']],
+        onServerPort: (tid, localPort) => {
+          serverTid = tid;
+          bound = new Promise<void>((res, rej) => {
+            intruder.once('error', rej);
+            intruder.bind(localPort, '127.0.0.2', () => {
+              // An ACK far ahead (it would end the transfer early if believed), an ERROR (it would abort it) and garbage.
+              intruder.send(encodeAck(1000), tid, '127.0.0.1');
+              intruder.send(Buffer.from([0, OP_ERROR, 0, 0, 0x78, 0]), tid, '127.0.0.1');
+              intruder.send(Buffer.from([0, 4]), tid, '127.0.0.1');
+              res();
+            });
+          });
+        },
+      });
+      await bound;
+      assert.deepEqual(r.data, files['medium.bin']);
+      await until(() => replies.length >= 3);
+      for (const { m, port: from } of replies) {
+        const p = decode(m);
+        assert.ok(p && p.op === OP_ERROR && p.code === 5);
+        assert.equal(from, serverTid);
+      }
+      assert.equal(s.stats().droppedPackets.foreign_tid, 3);
+      await until(() => s.stats().transfers.ok === 1);
+      assert.equal(s.stats().transfers.client_error, undefined);
+    } finally {
+      intruder.close();
+    }
+  });
+});
+
 test('lost DATA packets and lost ACKs are recovered (go-back-N, duplicate ACK, timeout)', async () => {
   await withServer({ minTimeoutMs: 5 }, async (s, port, metrics) => {
+    // The last ACK is never lost: this client does not linger to answer the resent last block, as real ones do.
+    const mediumLast = Math.floor(files['medium.bin']!.length / 1456) + 1;
     let k = 0;
     const r = await tftpGet({
       port,
       file: 'medium.bin',
       options: [['blksize', '1456'], ['windowsize', '8']],
-      timeoutMs: 200,
+      // A lost ACK is recovered when this client's timer sends it again (the server's resent window is old news to
+      // the client, which does not answer it): each costs these 100 ms.
+      timeoutMs: 100,
       dropData: () => ++k % 37 === 0,
+      // Every seventh ACK (n = 1, 8, 15 …), never the last one.
+      dropAck: (n, block) => n % 7 === 1 && block !== (mediumLast & 0xffff),
     });
     assert.deepEqual(r.data, files['medium.bin']);
+    assert.ok(r.acksDropped >= 20, `only ${r.acksDropped} ACKs lost`);
     let j = 0;
-    const ls = await tftpGet({ port, file: 'small.bin', timeoutMs: 200, dropData: () => ++j % 3 === 0 });
+    const ls = await tftpGet({
+      port,
+      file: 'small.bin',
+      timeoutMs: 200,
+      dropData: () => ++j % 3 === 0,
+      dropAck: (n, block) => n % 2 === 0 && block < 6,
+    });
     assert.deepEqual(ls.data, files['small.bin']);
+    assert.ok(ls.acksDropped >= 2);
+    // Lock-step, losing the ACK of the OACK: the server must resend the OACK.
+    const lo = await tftpGet({ port, file: 'small.bin', options: [['tsize', '0']], timeoutMs: 200, dropAck: (n) => n === 0 });
+    assert.deepEqual(lo.data, files['small.bin']);
+    assert.equal(lo.acksDropped, 1);
     await until(() => s.stats().activeTransfers === 0);
+    assert.equal(s.stats().transfers.ok, 3);
     assert.ok(metrics.counter('swarmboot_tftp_retransmits_total', '').get() > 0);
     assert.ok(metrics.counter('swarmboot_tftp_bytes_total', '').get() >= files['medium.bin']!.length);
   });
 });
 
 test('a client that vanishes mid-transfer is timed out and everything is freed', async () => {
-  await withServer({ timeoutMs: 100, minTimeoutMs: 20, retries: 3 }, async (s, port) => {
+  await withServer({ timeoutMs: 100, minTimeoutMs: 20, giveUpMs: 300 }, async (s, port) => {
     await tftpGet({ port, file: 'medium.bin', options: [['blksize', '1456'], ['windowsize', '4']], vanishAfterBytes: 100000 });
     await tftpGet({ port, file: 'small.bin', vanishAfterBytes: 512 });
     await until(() => s.stats().activeTransfers === 0, 5000);
@@ -292,7 +382,7 @@ test('a client that vanishes mid-transfer is timed out and everything is freed',
 });
 
 test('past maxTransfers a clear ERROR, and the slots free up again', async () => {
-  await withServer({ maxTransfers: 2, timeoutMs: 100, retries: 2 }, async (s, port) => {
+  await withServer({ maxTransfers: 2, timeoutMs: 100, giveUpMs: 250 }, async (s, port) => {
     const a = tftpGet({ port, file: 'medium.bin', vanishAfterBytes: 512 });
     const b = tftpGet({ port, file: 'medium.bin', vanishAfterBytes: 512 });
     await Promise.all([a, b]);
