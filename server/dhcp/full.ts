@@ -8,7 +8,7 @@ import type { PxeFacts } from '../../boot/types.ts';
 import { FLAG_BROADCAST, readIpOption, u32Option, type DhcpPacket } from './codec.ts';
 import { ipToString, parseIp } from './ip.ts';
 import type { LeaseStore } from './leases.ts';
-import { poolFor, type ResolvedPool } from './networks.ts';
+import { advertisedAddress, poolFor, type ResolvedPool } from './networks.ts';
 import { MsgType, Opt } from './options.ts';
 import { bootAnswer, bootClass, factsFrom } from './pxe.ts';
 import { type Destination, drop, type Inbound, ipBuf, type Outcome, replyTo, type ResponderContext } from './respond.ts';
@@ -29,7 +29,8 @@ function choosePool(inb: Inbound, ctx: FullContext, useCiaddr: boolean): Resolve
 }
 
 function serverId(inb: Inbound, ctx: FullContext, pool: ResolvedPool): string {
-  return ctx.serverAddress ?? inb.local?.address ?? pool.link?.address ?? ctx.topo.links[0]!.address;
+  const relayed = inb.packet.giaddr !== '0.0.0.0';
+  return advertisedAddress(ctx.topo, ctx.serverAddress, relayed ? inb.local : (pool.link ?? inb.local), relayed);
 }
 
 function isOwnAddress(ctx: FullContext, ip: number): boolean {
@@ -55,15 +56,13 @@ function allocate(ctx: FullContext, pool: ResolvedPool, mac: string, requested: 
   const prev = ctx.store.latestFor(mac, pool.start, pool.end);
   if (prev && usable(ctx, pool, mac, prev.ip)) return { ip: prev.ip, why: `its ${prev.state} lease` };
   if (requested !== undefined && usable(ctx, pool, mac, requested)) return { ip: requested, why: 'requested address' };
-  // Never-used addresses first, so released and expired leases can still come back to their owners.
-  let oldest: { ip: number; at: number } | undefined;
-  for (let ip = pool.start; ip <= pool.end; ip++) {
-    if (ctx.topo.reservedIps.has(ip) || isOwnAddress(ctx, ip)) continue;
-    const l = ctx.store.get(ip);
-    if (!l) return { ip, why: 'free address' };
-    if (!ctx.store.heldByOther(ip, mac, ctx.now) && (!oldest || l.expiresAt < oldest.at)) oldest = { ip, at: l.expiresAt };
-  }
-  if (oldest) return { ip: oldest.ip, why: 'reused expired address' };
+  // Never-used addresses first, so released and expired leases can still come back to their owners;
+  // then the address free for the longest time.
+  const skip = (ip: number) => ctx.topo.reservedIps.has(ip) || isOwnAddress(ctx, ip);
+  const fresh = ctx.store.firstUnused(pool.start, pool.end, skip);
+  if (fresh !== undefined) return { ip: fresh, why: 'free address' };
+  const oldest = ctx.store.oldestFree(pool.start, pool.end, ctx.now, skip);
+  if (oldest !== undefined) return { ip: oldest, why: 'reused expired address' };
   return { error: `pool ${pool.subnet} is exhausted` };
 }
 
@@ -92,16 +91,16 @@ function addressOptions(pkt: DhcpPacket, pool: ResolvedPool, hostname: string | 
 
 /** Adds the boot answer for PXE/HTTP clients; returns a log fragment. Non-boot clients get an address only. */
 function addBoot(inb: Inbound, ctx: FullContext, pkt: DhcpPacket, sid: string): { facts?: PxeFacts; note: string } {
-  const cls = bootClass(inb.packet);
-  if (!cls) return { note: '' };
+  if (!bootClass(inb.packet)) return { note: '' };
   const facts = factsFrom(inb.packet, sid);
   const d = ctx.decide(facts);
   if (d.action !== 'boot') return { facts, note: ` (no boot: ${d.reason})` };
-  const boot = bootAnswer(inb.packet, d, cls, sid, ctx.menu);
+  const boot = bootAnswer(inb.packet, facts, d, sid, ctx.menu);
+  if ('error' in boot) return { facts, note: ` (no boot: ${boot.error})` };
   pkt.siaddr = boot.siaddr;
   pkt.file = boot.file;
   for (const [k, v] of boot.options) pkt.options.set(k, v);
-  return { facts, note: ` boot ${cls} ${d.bootFile} (${d.reason})` };
+  return { facts, note: ` boot ${boot.cls} ${d.bootFile} (${d.reason})` };
 }
 
 function nak(inb: Inbound, ctx: FullContext, pool: ResolvedPool, why: string): Outcome {
@@ -166,7 +165,7 @@ export function fullRespond(inb: Inbound, ctx: FullContext): Outcome {
       if ('error' in a) return drop('no_address', a.error);
       const existing = ctx.store.get(a.ip);
       const keepBound = existing && existing.mac === mac && existing.state === 'bound' && existing.expiresAt > ctx.now;
-      if (!keepBound) ctx.store.put({ ip: a.ip, mac, state: 'offered', expiresAt: ctx.now + ctx.offerHoldMs }, ctx.now);
+      if (!keepBound) ctx.store.hold({ ip: a.ip, mac, state: 'offered', expiresAt: ctx.now + ctx.offerHoldMs });
       const sid = serverId(inb, ctx, pool);
       const pkt = replyTo(p, MsgType.OFFER, sid);
       pkt.yiaddr = ipToString(a.ip);
@@ -184,7 +183,7 @@ export function fullRespond(inb: Inbound, ctx: FullContext): Outcome {
         if (forOther) {
           const pool = choosePool(inb, ctx, false);
           const mine = pool && ctx.store.latestFor(mac, pool.start, pool.end);
-          if (mine && mine.state === 'offered') ctx.store.put({ ...mine, state: 'released', expiresAt: ctx.now }, ctx.now);
+          if (mine && mine.state === 'offered') ctx.store.hold({ ...mine, state: 'released', expiresAt: ctx.now });
           return drop('other_server', `client chose server ${sidOpt}`, true);
         }
         const pool = choosePool(inb, ctx, false);

@@ -2,6 +2,15 @@
  * Leases for full mode, kept in the daemon's state database (`dhcp_leases`, one row per address) and
  * mirrored in memory so allocation never scans the table. The address is the primary key, so the
  * database itself refuses one address for two clients; every change is one transaction.
+ *
+ * Offers are held in memory only (`hold`): an offer needs no durability (after a restart the
+ * client's REQUEST is checked again, or it starts over), and a synchronous commit per DISCOVER
+ * would cap a boot storm at the disk's fsync rate. Bound, released and declined leases are written
+ * before the answer goes out.
+ *
+ * Allocation is O(log n) per DISCOVER whatever the pool size: per address range, a cursor to the
+ * lowest address that never had a lease (rows are never deleted, so it only moves up), and a heap
+ * of leases by expiry for reusing the one that has been free longest.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { ipToString, parseIp } from './ip.ts';
@@ -61,12 +70,69 @@ export class LeaseStore {
 
   private remember(l: Lease): void {
     const old = this.byIp.get(l.ip);
-    if (old && old.mac !== l.mac) this.byMac.get(old.mac)?.delete(l.ip);
+    if (old && old.mac !== l.mac) {
+      // Drop the previous owner's entry, and the owner itself once it holds nothing: a flood of
+      // one-off MACs must not grow memory beyond the pool's size.
+      const prev = this.byMac.get(old.mac);
+      if (prev?.delete(l.ip) && prev.size === 0) this.byMac.delete(old.mac);
+    }
     this.byIp.set(l.ip, l);
     if (l.mac) {
       let s = this.byMac.get(l.mac);
       if (!s) this.byMac.set(l.mac, (s = new Set()));
       s.add(l.ip);
+    }
+    for (const r of this.ranges.values()) {
+      if (l.ip < r.start || l.ip > r.end) continue;
+      if (!old) r.live++;
+      r.heap.push(l.expiresAt, l.ip);
+      if (r.heap.size > 2 * r.live + 1024) this.rebuild(r);
+    }
+  }
+
+  private readonly ranges = new Map<string, RangeIndex>();
+
+  private range(start: number, end: number): RangeIndex {
+    const key = `${start}-${end}`;
+    let r = this.ranges.get(key);
+    if (!r) {
+      r = { start, end, next: start, live: 0, heap: new ExpiryHeap() };
+      this.ranges.set(key, r);
+      this.rebuild(r);
+    }
+    return r;
+  }
+
+  private rebuild(r: RangeIndex): void {
+    r.heap = new ExpiryHeap();
+    r.live = 0;
+    for (const l of this.byIp.values()) {
+      if (l.ip < r.start || l.ip > r.end) continue;
+      r.live++;
+      r.heap.push(l.expiresAt, l.ip);
+    }
+  }
+
+  /** The lowest address in [start, end] that never had a lease, leaving out those `skip` names (reserved, our own). */
+  firstUnused(start: number, end: number, skip: (ip: number) => boolean): number | undefined {
+    const r = this.range(start, end);
+    while (r.next <= end && (this.byIp.has(r.next) || skip(r.next))) r.next++;
+    return r.next <= end ? r.next : undefined;
+  }
+
+  /** The address in [start, end] whose lease ended longest ago (released, or expired at `now`), leaving out those `skip` names. */
+  oldestFree(start: number, end: number, now: number, skip: (ip: number) => boolean): number | undefined {
+    const r = this.range(start, end);
+    for (;;) {
+      const top = r.heap.peek();
+      if (!top) return undefined;
+      const l = this.byIp.get(top.ip);
+      // Entries of leases changed since are stale; skipped addresses are never handed out dynamically.
+      if (!l || l.expiresAt !== top.at || skip(top.ip)) {
+        r.heap.pop();
+        continue;
+      }
+      return l.expiresAt <= now || l.state === 'released' ? top.ip : undefined;
     }
   }
 
@@ -91,6 +157,11 @@ export class LeaseStore {
       if (!best || l.expiresAt > best.expiresAt) best = l;
     }
     return best;
+  }
+
+  /** Keep an offer in memory only (see the top of this file). */
+  hold(l: Lease): void {
+    this.remember(l);
   }
 
   /** Write one lease (insert or replace the row for its address) in a transaction. */
@@ -118,5 +189,70 @@ export class LeaseStore {
 
   all(): Lease[] {
     return [...this.byIp.values()];
+  }
+}
+
+interface RangeIndex {
+  start: number;
+  end: number;
+  /** No address below this one is unused. */
+  next: number;
+  /** Addresses in the range with a lease (a bound on the heap's live entries). */
+  live: number;
+  heap: ExpiryHeap;
+}
+
+/** A binary min-heap of (expiry, address) in two flat arrays; ties go to the lower address. */
+class ExpiryHeap {
+  private readonly at: number[] = [];
+  private readonly ips: number[] = [];
+
+  get size(): number {
+    return this.at.length;
+  }
+
+  private less(i: number, j: number): boolean {
+    const a = this.at[i]!, b = this.at[j]!;
+    return a < b || (a === b && this.ips[i]! < this.ips[j]!);
+  }
+
+  private swap(i: number, j: number): void {
+    const a = this.at[i]!, p = this.ips[i]!;
+    this.at[i] = this.at[j]!;
+    this.ips[i] = this.ips[j]!;
+    this.at[j] = a;
+    this.ips[j] = p;
+  }
+
+  push(at: number, ip: number): void {
+    this.at.push(at);
+    this.ips.push(ip);
+    for (let i = this.at.length - 1; i > 0;) {
+      const parent = (i - 1) >> 1;
+      if (!this.less(i, parent)) break;
+      this.swap(i, parent);
+      i = parent;
+    }
+  }
+
+  peek(): { at: number; ip: number } | undefined {
+    return this.at.length ? { at: this.at[0]!, ip: this.ips[0]! } : undefined;
+  }
+
+  pop(): void {
+    const last = this.at.length - 1;
+    if (last < 0) return;
+    this.swap(0, last);
+    this.at.pop();
+    this.ips.pop();
+    for (let i = 0; ;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < last && this.less(l, m)) m = l;
+      if (r < last && this.less(r, m)) m = r;
+      if (m === i) break;
+      this.swap(i, m);
+      i = m;
+    }
   }
 }

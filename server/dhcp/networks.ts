@@ -4,7 +4,8 @@
  * Everything a responder could get wrong at runtime is refused here, at start, with a clear error.
  */
 import os from 'node:os';
-import type { DhcpOptions, DhcpPool } from './types.ts';
+import type { DhcpOptions, DhcpPool, DhcpReservation } from './types.ts';
+import { menuProblems } from './pxe-menu.ts';
 import { type Cidr, inSubnet, ipToString, maskToPrefix, normaliseMac, parseCidr, parseIp } from './ip.ts';
 
 export class DhcpConfigError extends Error {
@@ -20,6 +21,8 @@ export interface Link {
   address: string;
   addr: number;
   cidr: Cidr;
+  /** What clients on this link are told to reach us at: the configured serverAddress when it lies in this link's subnet, else `address`. */
+  advertise: string;
 }
 
 export interface ResolvedPool {
@@ -68,7 +71,11 @@ function linksFrom(opts: DhcpOptions, ifaces: IfaceMap): Link[] {
     const cidr = prefix === undefined ? undefined : parseCidr(`${v4.address}/${prefix}`);
     const addr = parseIp(v4.address);
     if (!cidr || addr === undefined) throw new DhcpConfigError(`interface "${name}" has an unusable address ${v4.address}/${v4.netmask}`);
-    links.push({ name, address: v4.address, addr, cidr });
+    // A configured address on another subnet is unreachable for a client here that has no router
+    // (and wrong for one that has: it would talk to us through it), so each link advertises its own.
+    const configured = opts.serverAddress === undefined ? undefined : parseIp(opts.serverAddress);
+    const advertise = configured !== undefined && inSubnet(configured, cidr) ? opts.serverAddress! : v4.address;
+    links.push({ name, address: v4.address, addr, cidr, advertise });
   }
   return links;
 }
@@ -102,6 +109,10 @@ export function resolveTopology(opts: DhcpOptions, ifaces: IfaceMap = os.network
   if (opts.mode !== 'proxy' && opts.mode !== 'full') throw new DhcpConfigError(`mode must be "proxy" or "full", not ${JSON.stringify(opts.mode)}`);
   if (opts.serverAddress !== undefined && parseIp(opts.serverAddress) === undefined) {
     throw new DhcpConfigError(`serverAddress ${opts.serverAddress} is not an IPv4 address`);
+  }
+  if (opts.pxeMenu) {
+    const p = menuProblems(opts.pxeMenu)[0];
+    if (p) throw new DhcpConfigError(`pxeMenu${p.path.map((x) => (typeof x === 'number' ? `[${x}]` : `.${x}`)).join('')}: ${p.message}`);
   }
   const links = linksFrom(opts, ifaces);
   if (links.length === 0) throw new DhcpConfigError('no interface with an IPv4 address to serve; name one in interfaces');
@@ -145,8 +156,20 @@ export function resolveTopology(opts: DhcpOptions, ifaces: IfaceMap = os.network
   }
   topo.pools = pools;
   if (local[0]) topo.localPool = local[0];
+  applyReservations(topo, opts.reservations ?? []);
+  return topo;
+}
 
-  for (const [i, r] of (opts.reservations ?? []).entries()) {
+/**
+ * Check reservations against the pools and swap them into `topo` (in place, so the handler sees
+ * them at once: a config reload). Throws DhcpConfigError and leaves `topo` as it was when one is
+ * wrong. A client whose reserved address changed is NAKed at its next renewal and gets the new one.
+ */
+export function applyReservations(topo: Topology, list: DhcpReservation[]): void {
+  const { pools, links } = topo;
+  const reservationsByMac = new Map<string, ResolvedReservation>();
+  const reservedIps = new Map<number, string>();
+  for (const [i, r] of list.entries()) {
     const mac = normaliseMac(r.mac);
     const ip = parseIp(r.ip);
     if (!mac) throw new DhcpConfigError(`reservations[${i}]: mac ${r.mac} is not a MAC address`);
@@ -162,7 +185,10 @@ export function resolveTopology(opts: DhcpOptions, ifaces: IfaceMap = os.network
     reservationsByMac.set(mac, { mac, ip, ...(r.hostname ? { hostname: r.hostname } : {}), pool });
     reservedIps.set(ip, mac);
   }
-  return topo;
+  topo.reservationsByMac.clear();
+  for (const [k, v] of reservationsByMac) topo.reservationsByMac.set(k, v);
+  topo.reservedIps.clear();
+  for (const [k, v] of reservedIps) topo.reservedIps.set(k, v);
 }
 
 /** The pool whose subnet holds `ip`, if any. */
@@ -173,4 +199,14 @@ export function poolFor(topo: Topology, ip: number): ResolvedPool | undefined {
 /** The link whose subnet holds `ip`, if any. */
 export function linkFor(topo: Topology, ip: number): Link | undefined {
   return topo.links.find((l) => inSubnet(ip, l.cidr));
+}
+
+/**
+ * The address a reply advertises (siaddr, option 54, the boot URLs' host). A client on a link we
+ * serve directly gets the link's `advertise`; a relayed client (giaddr), or one on no link of ours,
+ * is routed to us anyway and gets the configured serverAddress when there is one.
+ */
+export function advertisedAddress(topo: Topology, configured: string | undefined, link: Link | undefined, relayed: boolean): string {
+  if (!relayed && link) return link.advertise;
+  return configured ?? link?.address ?? topo.links[0]!.address;
 }

@@ -7,24 +7,27 @@ import type { PxeDecision, PxeFacts } from '../../boot/types.ts';
 import { MsgType } from './options.ts';
 import { Opt } from './options.ts';
 import { parseIp } from './ip.ts';
-import { linkFor, type Link } from './networks.ts';
-import { bootAnswer, bootClass, factsFrom, type BootClass } from './pxe.ts';
+import { advertisedAddress, linkFor, type Link } from './networks.ts';
+import { applyMenuChoice, bootAnswer, bootClass, factsFrom, type BootClass } from './pxe.ts';
 import { type Destination, drop, type Inbound, type Outcome, type Reply, replyTo, type ResponderContext } from './respond.ts';
 import { readIpOption } from './codec.ts';
 
-function proxyReply(inb: Inbound, ctx: ResponderContext, cls: BootClass, type: 'OFFER' | 'ACK', serverAddress: string, to: Destination):
-  { reply?: Reply; facts: PxeFacts; decision: PxeDecision } {
+function proxyReply(inb: Inbound, ctx: ResponderContext, type: 'OFFER' | 'ACK', serverAddress: string, to: Destination):
+  { reply?: Reply; facts: PxeFacts; decision: PxeDecision; drop?: string; cls?: BootClass } {
   const req = inb.packet;
   const facts = factsFrom(req, serverAddress);
-  const decision = ctx.decide(facts);
-  if (decision.action !== 'boot') return { facts, decision };
+  const decided = ctx.decide(facts);
+  // A 4011 request names the PXE menu item the technician picked (sub-option 71).
+  const decision = inb.via === 'pxe' ? applyMenuChoice(req, facts, decided, ctx.menu) : decided;
+  if (decision.action !== 'boot') return { facts, decision, drop: 'refused' in decision && decision.refused ? 'unknown_boot_item' : 'decider_ignore' };
+  const boot = bootAnswer(req, facts, decision, serverAddress, ctx.menu);
+  if ('error' in boot) return { facts, decision: { action: 'ignore', reason: boot.error }, drop: 'not_servable' };
   const pkt = replyTo(req, type === 'OFFER' ? MsgType.OFFER : MsgType.ACK, serverAddress);
   if (type === 'ACK') pkt.ciaddr = req.ciaddr;
-  const boot = bootAnswer(req, decision, cls, serverAddress, ctx.menu);
   pkt.siaddr = boot.siaddr;
   pkt.file = boot.file;
   for (const [k, v] of boot.options) pkt.options.set(k, v);
-  return { reply: { type, packet: pkt, to }, facts, decision };
+  return { reply: { type, packet: pkt, to }, facts, decision, cls: boot.cls };
 }
 
 /** Links a reply should be broadcast on: the one we can identify, else all of them (see server.ts). */
@@ -40,14 +43,13 @@ function broadcastLinks(inb: Inbound, ctx: ResponderContext): Link[] {
   return ctx.topo.links;
 }
 
-function advertised(ctx: ResponderContext, link: Link | undefined): string {
-  return ctx.serverAddress ?? link?.address ?? ctx.topo.links[0]!.address;
+function advertised(inb: Inbound, ctx: ResponderContext, link: Link | undefined): string {
+  return advertisedAddress(ctx.topo, ctx.serverAddress, link, inb.packet.giaddr !== '0.0.0.0');
 }
 
 export function proxyRespond(inb: Inbound, ctx: ResponderContext): Outcome {
   const req = inb.packet;
-  const cls = bootClass(req);
-  if (!cls) return drop('not_pxe', 'no PXEClient/HTTPClient vendor class: not ours to answer', true);
+  if (!bootClass(req)) return drop('not_pxe', 'no PXEClient/HTTPClient vendor class: not ours to answer', true);
 
   let type: 'OFFER' | 'ACK';
   if (inb.via === 'pxe') {
@@ -74,17 +76,18 @@ export function proxyRespond(inb: Inbound, ctx: ResponderContext): Outcome {
   }
 
   const replies: Reply[] = [];
-  let facts: PxeFacts | undefined;
-  let decision: PxeDecision | undefined;
+  let last: ReturnType<typeof proxyReply> | undefined;
+  let cls: BootClass | undefined;
   for (const t of targets) {
-    const r = proxyReply(inb, ctx, cls, type, advertised(ctx, t.link), t.to);
-    facts = r.facts;
-    decision = r.decision;
-    if (r.reply) replies.push(r.reply);
+    last = proxyReply(inb, ctx, type, advertised(inb, ctx, t.link), t.to);
+    if (last.reply) {
+      replies.push(last.reply);
+      cls = last.cls;
+    }
   }
-  if (!decision || decision.action !== 'boot' || replies.length === 0) {
-    return { replies: [], drop: 'decider_ignore', why: decision?.reason ?? 'no decision', ...(facts ? { facts } : {}) };
+  if (!last || last.decision.action !== 'boot' || replies.length === 0) {
+    return { replies: [], drop: last?.drop ?? 'decider_ignore', why: last?.decision.reason ?? 'no decision', ...(last ? { facts: last.facts } : {}) };
   }
   const where = replies.length > 1 ? ` on ${replies.length} links` : '';
-  return { replies, facts: facts!, answered: `${type} ${cls} ${decision.bootFile}${where}`, why: decision.reason };
+  return { replies, facts: last.facts, answered: `${type} ${cls} ${last.decision.bootFile}${where}`, why: last.decision.reason };
 }

@@ -1,5 +1,6 @@
 /** What a PXE/HTTP-boot/iPXE client tells us about itself, and the PXE options we answer with. */
 import type { PxeDecision, PxeFacts } from '../../boot/types.ts';
+import { encodeMenu, menuChoice } from './pxe-menu.ts';
 import { archFromVendorClass, firmwareFromArch, isHttpFirmware } from '../../boot/firmware.ts';
 import type { DhcpPacket } from './codec.ts';
 import { Opt, PxeSub } from './options.ts';
@@ -70,52 +71,20 @@ export function factsFrom(p: DhcpPacket, serverAddress: string): PxeFacts {
   return facts;
 }
 
-function tlv(code: number, value: Buffer): Buffer {
-  const v = value.subarray(0, 255);
-  return Buffer.concat([Buffer.from([code, v.length]), v]);
-}
-
 const DISCOVERY_BOOT_FILE = Buffer.from([PxeSub.DISCOVERY_CONTROL, 1, 8, 255]);
 
 /**
- * Option 43 for PXE ROMs. Without a menu: discovery control 8 ("boot the file named in this offer,
- * skip boot server discovery"). With a menu: discovery control 3 (no broadcast/multicast discovery;
- * use the listed boot server, us), the server list, menu and prompt. When the client named a boot
- * item (sub-option 71, on the 4011 request) it is echoed so the ROM accepts the ACK.
+ * Option 43 for PXE ROMs. Normally discovery control 8: boot the file named in this reply, skip
+ * boot server discovery. With a menu (and not to iPXE, which would show it again after every
+ * chainload): the menu of pxe-menu.ts. A 4011 request naming a boot item (sub-option 71) gets it
+ * echoed, which the ROM requires before it accepts the ACK.
  */
-export function pxeVendorOptions(menu: PxeMenu | undefined, serverAddress: string, request: DhcpPacket): Buffer {
+export function pxeVendorOptions(menu: PxeMenu | undefined, facts: PxeFacts, serverAddress: string, request: DhcpPacket): Buffer {
   const item = bootItemRequested(request);
-  if (!menu && !item) return DISCOVERY_BOOT_FILE;
-  const parts: Buffer[] = [];
-  if (!menu) {
-    parts.push(tlv(PxeSub.DISCOVERY_CONTROL, Buffer.from([8])));
-  } else {
-    parts.push(tlv(PxeSub.DISCOVERY_CONTROL, Buffer.from([3])));
-    const servers: Buffer[] = [];
-    const ip = Buffer.from(serverAddress.split('.').map(Number));
-    for (const it of menu.items) {
-      if (it.type === 0) continue; // type 0 is "local boot": no server
-      const head = Buffer.alloc(3);
-      head.writeUInt16BE(it.type, 0);
-      head[2] = 1;
-      servers.push(head, ip);
-    }
-    if (servers.length) parts.push(tlv(PxeSub.BOOT_SERVERS, Buffer.concat(servers)));
-    const entries: Buffer[] = [];
-    for (const it of menu.items) {
-      const d = Buffer.from(it.description, 'latin1').subarray(0, 255);
-      const head = Buffer.alloc(3);
-      head.writeUInt16BE(it.type, 0);
-      head[2] = d.length;
-      entries.push(head, d);
-    }
-    parts.push(tlv(PxeSub.BOOT_MENU, Buffer.concat(entries)));
-    const prompt = Buffer.from(menu.prompt, 'latin1').subarray(0, 254);
-    parts.push(tlv(PxeSub.MENU_PROMPT, Buffer.concat([Buffer.from([Math.max(0, Math.min(255, menu.timeoutSeconds))]), prompt])));
-  }
-  if (item) parts.push(tlv(PxeSub.BOOT_ITEM, item));
-  parts.push(Buffer.from([255]));
-  return Buffer.concat(parts);
+  if (item) return Buffer.concat([Buffer.from([PxeSub.DISCOVERY_CONTROL, 1, 8, PxeSub.BOOT_ITEM, 4]), item, Buffer.from([255])]);
+  const parts = menu && !facts.ipxe ? encodeMenu(menu, facts.firmware, serverAddress) : undefined;
+  if (!parts) return DISCOVERY_BOOT_FILE;
+  return Buffer.concat([...parts, Buffer.from([255])]);
 }
 
 /** Sub-option 71 (boot item: type u16, layer u16) from a client's option 43, when well formed. */
@@ -138,16 +107,29 @@ export function bootItemRequested(p: DhcpPacket): Buffer | undefined {
 
 /** Boot options added to a reply for a network-boot client: file, 67, siaddr, 60, 43, 97, 66. */
 export interface BootAnswer {
+  cls: BootClass;
   file: string;
   siaddr: string;
   options: Array<[number, Buffer]>;
 }
 
-export function bootAnswer(req: DhcpPacket, decision: Extract<PxeDecision, { action: 'boot' }>, cls: BootClass, serverAddress: string, menu: PxeMenu | undefined): BootAnswer {
+const URL_RE = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/**
+ * The boot part of a reply. A UEFI HTTP boot client (option 60 `HTTPClient`, or arch 15/16/19 even
+ * when it says `PXEClient`) is answered `HTTPClient` with a full URL and no PXE options; a decision
+ * that names a TFTP path for it cannot be served (the firmware fetches only URLs), so that is
+ * refused with the reason.
+ */
+export function bootAnswer(req: DhcpPacket, facts: PxeFacts, decision: Extract<PxeDecision, { action: 'boot' }>, serverAddress: string, menu: PxeMenu | undefined): BootAnswer | { error: string } {
+  const cls: BootClass = facts.httpClient ? 'HTTPClient' : 'PXEClient';
+  if (cls === 'HTTPClient' && !URL_RE.test(decision.bootFile)) {
+    return { error: `HTTP boot client (${facts.firmware}) needs a URL, but the boot file is ${decision.bootFile}` };
+  }
   // siaddr must be an address; a host name goes only in option 66.
   const siaddr = decision.nextServer && parseIp(decision.nextServer) !== undefined ? decision.nextServer : serverAddress;
   const options: Array<[number, Buffer]> = [[Opt.VENDOR_CLASS, cls === 'PXEClient' ? PXE_CLIENT : HTTP_CLIENT]];
-  if (cls === 'PXEClient') options.push([Opt.VENDOR_SPECIFIC, pxeVendorOptions(menu, serverAddress, req)]);
+  if (cls === 'PXEClient') options.push([Opt.VENDOR_SPECIFIC, pxeVendorOptions(menu, facts, serverAddress, req)]);
   if (decision.nextServer && decision.nextServer !== serverAddress) options.push([Opt.TFTP_SERVER, Buffer.from(decision.nextServer, 'latin1')]);
   options.push([Opt.BOOTFILE, Buffer.from(decision.bootFile, 'latin1')]);
   if (decision.bcdPath) options.push([Opt.WDS_BCD_PATH, Buffer.from(decision.bcdPath, 'latin1')]);
@@ -155,5 +137,20 @@ export function bootAnswer(req: DhcpPacket, decision: Extract<PxeDecision, { act
   if (uuid) options.push([Opt.CLIENT_UUID, uuid]);
   // The file field holds 127 bytes; a longer URL goes in option 67 only (HTTP boot and iPXE read 67).
   const file = Buffer.byteLength(decision.bootFile, 'latin1') <= 127 ? decision.bootFile : '';
-  return { file, siaddr, options };
+  return { cls, file, siaddr, options };
+}
+
+/**
+ * The decision for a 4011 request that names a PXE menu item (sub-option 71): the item's own boot
+ * file, or the machine's normal decision for the `swarmboot` item. Without a menu, or for clients
+ * that are never shown one, the normal decision stands.
+ */
+export function applyMenuChoice(req: DhcpPacket, facts: PxeFacts, decision: PxeDecision, menu: PxeMenu | undefined): PxeDecision & { refused?: boolean } {
+  if (decision.action !== 'boot' || !menu || facts.ipxe || facts.httpClient) return decision;
+  const item = bootItemRequested(req);
+  if (!item) return decision;
+  const c = menuChoice(menu, item.readUInt16BE(0), facts.firmware);
+  if (c.kind === 'refused') return { action: 'ignore', reason: c.why, refused: true };
+  if (c.kind === 'bootfile') return { action: 'boot', bootFile: c.file, reason: `PXE menu item "${c.label}"` };
+  return { ...decision, reason: `PXE menu item "${c.label}": ${decision.reason}` };
 }

@@ -33,14 +33,17 @@
  *   rule (`iptables -A INPUT -i eth1 -p udp --dport 67 -j DROP`) or a network namespace.
  * - A client without an address is always answered by broadcast: unicast to yiaddr would need an
  *   ARP entry injected first, which Node cannot do.
+ * - A configured server address is advertised only where a client can reach it directly (the link
+ *   whose subnet holds it) and to relayed clients; elsewhere each link advertises its own address,
+ *   with a warning at start, so one setting cannot send a whole segment to an unreachable address.
  */
 import dgram from 'node:dgram';
 import type { Logger } from '../log.ts';
 import { createHandler, type Outgoing } from './handler.ts';
 import { LeaseStore, type LeaseState } from './leases.ts';
 import { ipToString } from './ip.ts';
-import { type Link, resolveTopology } from './networks.ts';
-import type { DhcpOptions } from './types.ts';
+import { type Link, applyReservations, resolveTopology } from './networks.ts';
+import type { DhcpOptions, DhcpReservation } from './types.ts';
 
 export type { DhcpOptions } from './types.ts';
 export { DhcpConfigError } from './networks.ts';
@@ -52,6 +55,8 @@ export interface DhcpServer {
   links: Array<{ name: string; address: string; subnet: string }>;
   /** Full mode: a snapshot of the lease table (for the admin UI and the API); empty in proxy mode. */
   leases(): Array<{ ip: string; mac: string; state: LeaseState; expiresAt: number; hostname?: string }>;
+  /** Full mode: replace the reservations (a config reload). Throws DhcpConfigError and keeps the old ones when one is wrong. */
+  setReservations(list: DhcpReservation[]): void;
   close(): Promise<void>;
 }
 
@@ -185,10 +190,21 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
       ports: { server: serverPort, pxe: pxe?.address().port },
       links: topo.links.map((l) => ({ name: l.name, address: l.address, subnet: `${l.address}/${l.cidr.prefix}` })),
       leases: () => (store?.all() ?? []).map((l) => ({ ...l, ip: ipToString(l.ip) })),
+      setReservations: (list) => {
+        if (opts.mode !== 'full') return;
+        applyReservations(topo, list);
+        log.info({ reservations: list.length }, 'DHCP reservations reloaded');
+      },
       close: async () => {
         await closeAll();
       },
     };
+    for (const l of topo.links) {
+      if (opts.serverAddress && l.advertise !== opts.serverAddress) {
+        log.warn({ serverAddress: opts.serverAddress, interface: l.name, subnet: `${ipToString(l.cidr.network)}/${l.cidr.prefix}`, advertised: l.advertise },
+          `server address ${opts.serverAddress} is not on ${l.name}'s subnet: clients there are told ${l.advertise} instead (relayed clients still get ${opts.serverAddress})`);
+      }
+    }
     log.info({ mode: opts.mode, ports: info.ports, links: info.links.map((l) => `${l.name} ${l.subnet}`), pools: topo.pools.map((p) => p.subnet) }, 'DHCP listening');
     return info;
   } catch (e) {

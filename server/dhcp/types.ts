@@ -23,13 +23,29 @@ export interface DhcpReservation {
   hostname?: string;
 }
 
+/** Firmware a PXE menu item may name its own boot program for (UEFI HTTP boot and iPXE never see the menu). */
+export type PxeMenuFirmware = 'bios' | 'uefi-x64' | 'uefi-ia32' | 'uefi-arm64';
+
+/** One line of the PXE boot menu: exactly one of `boot` and `bootfile`. See pxe-menu.ts. */
+export interface PxeMenuItem {
+  /** What the technician reads; printable ASCII. */
+  label: string;
+  /**
+   * 'local': the firmware leaves network boot and boots its disk (PXE boot server type 0, no server
+   * asked). 'swarmboot': whatever swarmboot assigns this machine, as without a menu.
+   */
+  boot?: 'local' | 'swarmboot';
+  /** A fixed boot program from the TFTP root, for every firmware or per firmware (shown only to the firmware it names). */
+  bootfile?: string | Partial<Record<PxeMenuFirmware, string>>;
+}
+
 /** A PXE boot menu (option 43 sub-options 6/8/9/10/71), shown by PXE ROMs before they boot. */
 export interface PxeMenu {
+  /** Shown while the ROM waits for F8, e.g. "Press F8 for the boot menu". */
   prompt: string;
-  /** Seconds the prompt waits before taking the first item; 0 boots the first item at once, 255 waits forever. */
+  /** Seconds the prompt waits before taking the first item; 0 takes it at once, 255 waits forever. */
   timeoutSeconds: number;
-  /** Boot server types (0 = local disk, 1..65535 vendor); the client sends the chosen type back in sub-option 71. */
-  items: Array<{ type: number; description: string }>;
+  items: PxeMenuItem[];
 }
 
 export interface DhcpPorts {
@@ -61,7 +77,11 @@ export interface DhcpOptions {
   /** Address to listen on: default 0.0.0.0, which is required to receive broadcasts. */
   listenAddress?: string;
   ports?: DhcpPorts;
-  /** Address to advertise (siaddr, option 54, URLs) instead of the answering interface's own address. */
+  /**
+   * Address to advertise (siaddr, option 54, URLs) instead of the answering interface's own: on the
+   * interface whose subnet holds it, and to relayed clients. Clients on other interfaces' segments
+   * are told that interface's address (networks.ts `advertisedAddress`); startDhcp warns about them.
+   */
   serverAddress?: string;
   /** Full mode only. */
   pools?: DhcpPool[];

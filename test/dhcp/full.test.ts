@@ -181,14 +181,61 @@ test('leases survive a restart (new store on the same database file)', () => {
     const db2 = new DatabaseSync(file);
     const t2 = harness({ mode: 'full', pools: [pool], db: db2 });
     t2.clock.now = t1.clock.now + 1000;
+    // Another machine asks first. An authoritative server ACKs any free address it has no record
+    // of, so A's own renewal proves nothing until the lease is known to be held: only B can.
+    const offerB = type(t2, { type: MsgType.DISCOVER, mac: B });
+    assert.equal(offerB.t, MsgType.OFFER);
+    assert.notEqual(offerB.p!.yiaddr, ip, 'B is not offered the address A holds');
+    const claimB = type(t2, { type: MsgType.REQUEST, mac: B, requestedIp: ip });
+    assert.equal(claimB.t, MsgType.NAK, 'B cannot claim it either (INIT-REBOOT)');
+    assert.equal(t2.store!.get(0x0a420064)!.mac, A);
+    // Then A renews and keeps it.
     assert.equal(type(t2, { type: MsgType.REQUEST, mac: A, ciaddr: ip }).t, MsgType.ACK, 'renewal after restart');
     assert.equal(type(t2, { type: MsgType.DISCOVER, mac: A }).p!.yiaddr, ip, 'same address after restart');
-    assert.notEqual(type(t2, { type: MsgType.DISCOVER, mac: B }).p!.yiaddr, ip, 'nobody else gets it');
-    assert.equal(type(t2, { type: MsgType.REQUEST, mac: B, requestedIp: ip }).t, MsgType.NAK);
     db2.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('offers live in memory only; once every address was used, the one free the longest is reused', () => {
+  const t = harness({ mode: 'full', pools: [{ ...pool, rangeEnd: '10.66.0.103' }] });
+  const t0 = t.clock.now;
+  const macs = ['52:54:00:00:01:01', '52:54:00:00:01:02', '52:54:00:00:01:03', '52:54:00:00:01:04'];
+  const ips = macs.map((m, i) => { t.clock.now = t0 + i * 1000; return dora(t, m); });
+  assert.deepEqual(ips, ['10.66.0.100', '10.66.0.101', '10.66.0.102', '10.66.0.103']);
+  const E = '52:54:00:00:01:0e';
+  assert.equal(type(t, { type: MsgType.DISCOVER, mac: E }).r.reason, 'no_address');
+  // The second machine leaves: its address is the only free one.
+  t.clock.now = t0 + 10_000;
+  t.send(clientBuf({ type: MsgType.RELEASE, mac: macs[1]!, ciaddr: ips[1], serverId: '10.66.0.1' }));
+  t.clock.now = t0 + 20_000;
+  assert.equal(type(t, { type: MsgType.DISCOVER, mac: E }).p!.yiaddr, '10.66.0.101');
+  const rows = () => t.opts.db!.prepare('SELECT ip, mac, state FROM dhcp_leases ORDER BY ip').all().map((r) => `${r.ip} ${r.state}`);
+  assert.deepEqual(rows(), ['10.66.0.100 bound', '10.66.0.101 released', '10.66.0.102 bound', '10.66.0.103 bound'], 'the offer is not written');
+  assert.equal(type(t, { type: MsgType.DISCOVER, mac: C }).r.reason, 'no_address', 'E\'s offer is held');
+  // Everything has expired: E's offer (at +80 s) first, then the leases in the order they were taken.
+  t.clock.now = t0 + 700_000;
+  const next = ['52:54:00:00:02:01', '52:54:00:00:02:02', '52:54:00:00:02:03'].map((m) => type(t, { type: MsgType.DISCOVER, mac: m }).p!.yiaddr);
+  assert.deepEqual(next, ['10.66.0.101', '10.66.0.100', '10.66.0.102']);
+});
+
+test('allocation stays fast in a large pool: 70,000 distinct machines in a /16', () => {
+  const big = { subnet: '10.66.0.0/16', rangeStart: '10.66.0.10', rangeEnd: '10.66.255.250' };
+  const t = harness({ mode: 'full', pools: [big], offerHoldSeconds: 5, rateLimit: { burst: 1e9, perSecond: 1e9 } }, { br0: [iface('10.66.0.1', '255.255.0.0')] });
+  const seen = new Set<string>();
+  const t0 = performance.now();
+  for (let i = 0; i < 70_000; i++) {
+    if (i === 65_000) t.clock.now += 6000; // the first offers have lapsed: the pool wraps around
+    const mac = `02:00:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    const r = t.send(clientBuf({ type: MsgType.DISCOVER, mac, xid: i }));
+    assert.equal(r.result, 'replied', `machine ${i}: ${r.reason}`);
+    seen.add(r.replies[0]!.yiaddr);
+  }
+  const ms = performance.now() - t0;
+  assert.equal(seen.size, 255 * 256 + 250 - 10 + 1, 'every address of the range, then the lapsed offers again');
+  // A scan per DISCOVER would take minutes here; this is seconds even on a loaded machine.
+  assert.ok(ms < 30_000, `${ms.toFixed(0)} ms`);
 });
 
 test('the database refuses two clients on one address even if memory were wrong', () => {
@@ -223,6 +270,19 @@ test('the leases gauge and configuration errors', () => {
   dora(t, A);
   type(t, { type: MsgType.DISCOVER, mac: B });
   assert.deepEqual(t.store!.counts(t.clock.now), { offered: 1, bound: 1, released: 0, declined: 0, expired: 0 });
+});
+
+test('serverAddress is option 54 only on its own subnet: a pool on another interface names that interface', () => {
+  const two = { ...oneLink, eth1: [iface('10.88.0.1')] };
+  const remote = { subnet: '10.77.0.0/24', rangeStart: '10.77.0.50', rangeEnd: '10.77.0.60' };
+  const t = harness({ mode: 'full', pools: [{ subnet: '10.88.0.0/24', rangeStart: '10.88.0.100', rangeEnd: '10.88.0.102' }, remote], serverAddress: '10.66.0.9' }, two);
+  const offer = type(t, { type: MsgType.DISCOVER, mac: A, arch: 0 });
+  assert.equal(offer.p!.yiaddr, '10.88.0.100');
+  assert.equal(offer.p!.options.get(Opt.SERVER_ID)!.join('.'), '10.88.0.1');
+  assert.equal(offer.p!.siaddr, '10.88.0.1');
+  assert.equal(type(t, { type: MsgType.REQUEST, mac: A, serverId: '10.88.0.1', requestedIp: '10.88.0.100' }).t, MsgType.ACK);
+  const relayed = type(t, { type: MsgType.DISCOVER, mac: B, giaddr: '10.77.0.1', arch: 0 });
+  assert.equal(relayed.p!.options.get(Opt.SERVER_ID)!.join('.'), '10.66.0.9', 'routed clients get the configured address');
 });
 
 test('full mode answers the 4011 boot server exchange like ProxyDHCP', () => {

@@ -36,6 +36,7 @@ function validSeed(r: Gen): Buffer {
     type, mac, arch: r.pick([0, 6, 7, 9, 10, 11, 15, 16, 19, 0x1234]), uuid: r.int(2) ? '00112233-4455-6677-8899-aabbccddeeff' : undefined,
     ipxe: r.int(4) === 0, giaddr: r.int(5) === 0 ? '10.77.0.1' : undefined, ciaddr: r.int(4) === 0 ? '10.66.0.101' : undefined,
     requestedIp: r.int(2) ? `10.66.0.${r.int(256)}` : undefined, serverId: r.int(2) ? r.pick(['10.66.0.1', '10.66.0.9']) : undefined,
+    bootItem: r.int(3) === 0 ? [r.pick([0, 0x8000, 0x8001, 0x8002, r.int(65536)]), r.int(2)] : undefined,
   });
 }
 
@@ -122,6 +123,7 @@ for (const mode of ['proxy', 'full'] as const) {
     const r = rng(SEED + (mode === 'full' ? 1 : 0));
     const t = harness({
       mode, rateLimit: { burst: 1e9, perSecond: 1e9 },
+      pxeMenu: { prompt: 'F8', timeoutSeconds: 3, items: [{ label: 'Local', boot: 'local' }, { label: 'Deploy', boot: 'swarmboot' }, { label: 'Tool', bootfile: { bios: 't.0' } }] },
       pools: [{ subnet: '10.66.0.0/24', rangeStart: '10.66.0.10', rangeEnd: '10.66.0.250' }, { subnet: '10.77.0.0/24', rangeStart: '10.77.0.10', rangeEnd: '10.77.0.20' }],
     });
     const inputs: Buffer[] = [];

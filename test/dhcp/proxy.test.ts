@@ -108,11 +108,33 @@ test('multi-homed: an unplaceable broadcast is answered on every link, each with
   assert.equal(req.replies[0]!.siaddr, '192.168.5.1');
 });
 
-test('serverAddress overrides the advertised address', () => {
+test('serverAddress overrides the advertised address on its own subnet', () => {
   const t = harness({ mode: 'proxy', serverAddress: '10.66.0.9' });
   const p = t.send(clientBuf({ type: MsgType.DISCOVER, mac: MAC, arch: 0 })).replies[0]!;
   assert.equal(p.siaddr, '10.66.0.9');
   assert.equal(p.options.get(Opt.SERVER_ID)!.join('.'), '10.66.0.9');
+});
+
+test('multi-homed with serverAddress: each segment is told an address on its own subnet; relayed clients get serverAddress', () => {
+  const t = harness({ mode: 'proxy', serverAddress: '10.66.0.9' }, { ...oneLink, eth1: [iface('192.168.5.1')] });
+  const r = t.send(clientBuf({ type: MsgType.DISCOVER, mac: MAC, arch: 0, ipxe: true }));
+  const bySegment = new Map(r.out.map((o, i) => [o.to.kind === 'broadcast' ? o.to.link.name : '?', r.replies[i]!]));
+  assert.deepEqual([...bySegment.keys()].sort(), ['br0', 'eth1']);
+  for (const [link, addr] of [['br0', '10.66.0.9'], ['eth1', '192.168.5.1']] as const) {
+    const p = bySegment.get(link)!;
+    assert.equal(p.siaddr, addr, link);
+    assert.equal(p.options.get(Opt.SERVER_ID)!.join('.'), addr, link);
+    assert.equal(p.options.get(Opt.BOOTFILE)!.toString(), `http://${addr}:8080/boot/${MAC}.ipxe`, `${link}: the script URL too`);
+  }
+  // The 4011 exchange from a client on eth1's subnet.
+  const ack = t.send(clientBuf({ type: MsgType.REQUEST, mac: MAC, arch: 0, ciaddr: '192.168.5.20' }), 'pxe', { address: '192.168.5.20', port: 68 });
+  assert.equal(ack.replies[0]!.siaddr, '192.168.5.1');
+  // A relayed client reaches us through routers: the configured address.
+  const relayed = t.send(clientBuf({ type: MsgType.DISCOVER, mac: MAC, arch: 0, giaddr: '10.77.0.1' }), 'dhcp', { address: '10.77.0.1', port: 67 });
+  assert.equal(relayed.replies[0]!.siaddr, '10.66.0.9');
+  // A REQUEST naming either address is ours.
+  assert.equal(t.send(clientBuf({ type: MsgType.REQUEST, mac: MAC, arch: 0, serverId: '192.168.5.1' })).out.length, 2);
+  assert.equal(t.send(clientBuf({ type: MsgType.REQUEST, mac: MAC, arch: 0, serverId: '10.66.0.9' })).out.length, 2);
 });
 
 test('the decider may refuse a machine; unknown architectures never crash', () => {
@@ -121,17 +143,6 @@ test('the decider may refuse a machine; unknown architectures never crash', () =
   assert.equal(t.send(clientBuf({ type: MsgType.DISCOVER, mac: MAC, arch: 0x1234 })).reason, 'decider_ignore');
   const warn = t.logs.find((l) => l.msg === 'unknown client architecture; boot policy decides');
   assert.equal(warn?.arch, 0x1234);
-});
-
-test('a boot menu fills option 43 with discovery control, servers, menu and prompt', () => {
-  const t = harness({ mode: 'proxy', pxeMenu: { prompt: 'Press F8', timeoutSeconds: 5, items: [{ type: 0, description: 'Local disk' }, { type: 0x8000, description: 'swarmboot' }] } });
-  const o43 = t.send(clientBuf({ type: MsgType.DISCOVER, mac: MAC, arch: 0 })).replies[0]!.options.get(Opt.VENDOR_SPECIFIC)!;
-  const subs = new Map<number, Buffer>();
-  for (let i = 0; o43[i] !== 255; i += 2 + o43[i + 1]!) subs.set(o43[i]!, o43.subarray(i + 2, i + 2 + o43[i + 1]!));
-  assert.deepEqual([...subs.get(6)!], [3]);
-  assert.deepEqual([...subs.get(8)!], [0x80, 0, 1, 10, 66, 0, 1]);
-  assert.equal(subs.get(9)!.toString('latin1'), '\x00\x00\x0aLocal disk\x80\x00\x09swarmboot');
-  assert.equal(subs.get(10)!.toString('latin1'), '\x05Press F8');
 });
 
 test('per-MAC rate limit: a looping client is cut off after its burst, others are not', () => {

@@ -84,16 +84,21 @@ describe('real peers in network namespaces', { skip, timeout: 180_000 }, () => {
       const first = lab.spawn(cl2, 'busybox', ['udhcpc', '-i', 'eth0', '-f', '-n', '-q', '-s', b.script, '-t', '2', '-T', '1']);
       assert.equal(await first.exited, 1, 'no lease while the address is held');
 
-      // Restart the daemon: the lease is still A's, renewals are still acknowledged.
+      // Restart the daemon. B asks first: a server that had lost its leases would hand B the only
+      // address (and then ACK A's renewal of it too, as authoritative servers do for addresses
+      // they have no record of), so only B's attempt shows the lease survived.
       await daemon.stop();
       daemon = await lab.dhcp(srv, cfg);
+      const second = lab.spawn(cl2, 'busybox', ['udhcpc', '-i', 'eth0', '-f', '-n', '-q', '-s', b.script, '-t', '2', '-T', '1']);
+      assert.equal(await second.exited, 1, 'no lease for B after the restart: A still holds the address');
+      assert.ok(!events(b.log).some((l) => l.startsWith('bound')), events(b.log).join('\n'));
+      assert.equal(leaseRow(dbFile, '10.66.0.100')!.mac, '52:54:00:66:00:01');
+      // Then A renews and keeps it.
       const renewsBefore = events(a.log).filter((l) => l.startsWith('renew')).length;
       udhcpc.proc.kill('SIGUSR1');
       await waitFor('renew after restart', () => events(a.log).filter((l) => l.startsWith('renew ip=10.66.0.100')).length > renewsBefore);
       assert.ok(!events(a.log).some((l) => l.startsWith('nak')));
       assert.equal(leaseRow(dbFile, '10.66.0.100')!.mac, '52:54:00:66:00:01');
-      const second = lab.spawn(cl2, 'busybox', ['udhcpc', '-i', 'eth0', '-f', '-n', '-q', '-s', b.script, '-t', '2', '-T', '1']);
-      assert.equal(await second.exited, 1, 'still no lease for B after the restart');
 
       // Release: A lets go, and B gets the address.
       udhcpc.proc.kill('SIGUSR2');
@@ -237,7 +242,7 @@ describe('real peers in network namespaces', { skip, timeout: 180_000 }, () => {
       lab.bridge(srv, '10.88.0.1/24', 'br1');
       lab.link(srv, 'va', a, 'eth0', { bridge: 'br0' });
       lab.link(srv, 'vb', b, 'eth0', { bridge: 'br1' });
-      await lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0', 'br1'] });
+      const proxy = await lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0', 'br1'] });
       const [ra, rb] = await Promise.all([
         pxeClient(lab, a, { mac: '52:54:00:79:00:0a', arch: 7 }),
         pxeClient(lab, b, { mac: '52:54:00:79:00:0b', arch: 0 }),
@@ -245,6 +250,20 @@ describe('real peers in network namespaces', { skip, timeout: 180_000 }, () => {
       // One offer each, from the right address: the broadcast left on the right interface only.
       assert.deepEqual(ra.offers.map((o) => [o.siaddr, o.serverId, o.bootfile]), [['10.66.0.1', '10.66.0.1', 'ipxe.efi']]);
       assert.deepEqual(rb.offers.map((o) => [o.siaddr, o.serverId, o.bootfile]), [['10.88.0.1', '10.88.0.1', 'undionly.kpxe']]);
+      await proxy.stop();
+
+      // With a server address (a second address on br0): br0's segment is told it, br1's its own address.
+      lab.ip('-n', srv, 'addr', 'add', '10.66.0.9/24', 'dev', 'br0');
+      const logFile = path.join(lab.tmp, 'multi.log');
+      const withAddr = await lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0', 'br1'], serverAddress: '10.66.0.9', logFile });
+      const [sa, sb] = await Promise.all([
+        pxeClient(lab, a, { mac: '52:54:00:79:00:0a', arch: 7 }),
+        pxeClient(lab, b, { mac: '52:54:00:79:00:0b', arch: 0 }),
+      ]);
+      assert.deepEqual(sa.offers.map((o) => [o.siaddr, o.serverId]), [['10.66.0.9', '10.66.0.9']]);
+      assert.deepEqual(sb.offers.map((o) => [o.siaddr, o.serverId]), [['10.88.0.1', '10.88.0.1']]);
+      await withAddr.stop();
+      assert.match(readFileSync(logFile, 'utf8'), /"interface":"br1".*10\.66\.0\.9 is not on br1's subnet: clients there are told 10\.88\.0\.1 instead/);
 
       const refused = lab.spawn(srv, NODE, [path.join(ROOT, 'test/dhcp/runner.ts'), JSON.stringify({
         mode: 'full', db: path.join(lab.tmp, 'x.db'), ports: { server: 6767, pxe: false },

@@ -5,6 +5,8 @@ import dgram from 'node:dgram';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { silentLogger } from '../../server/log.ts';
 import { Registry } from '../../server/metrics.ts';
 import { startDhcp } from '../../server/dhcp/server.ts';
@@ -86,6 +88,29 @@ test('full mode over a relay on loopback: DORA, leases gauge', async () => {
   } finally {
     await srv.close();
     relay.close();
+  }
+});
+
+test('a server address on no served subnet is warned about at start, and each link advertises its own', async () => {
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, new Writable({ write(chunk, _e, cb) { for (const l of String(chunk).split('\n')) if (l) logs.push(JSON.parse(l)); cb(); } }));
+  const client = await udp();
+  const srv = await startDhcp({
+    mode: 'proxy', interfaces: ['lo'], serverAddress: '10.1.2.3', ports: { server: 0, pxe: 0, client: client.address().port },
+    decide: testDecider, logger, metrics: new Registry(),
+  });
+  try {
+    const warn = logs.find((l) => l.level === 40 && l.interface === 'lo');
+    assert.ok(warn, JSON.stringify(logs));
+    assert.equal(warn.advertised, '127.0.0.1');
+    assert.match(String(warn.msg), /10\.1\.2\.3 is not on lo's subnet: clients there are told 127\.0\.0\.1 instead/);
+    client.send(clientBuf({ type: MsgType.REQUEST, mac: '52:54:00:00:01:03', arch: 0, ciaddr: '127.0.0.1' }), srv.ports.pxe!, '127.0.0.1');
+    const ack = await next(client);
+    assert.equal(ack.p.siaddr, '127.0.0.1');
+    assert.equal(ack.p.options.get(Opt.SERVER_ID)!.join('.'), '127.0.0.1');
+  } finally {
+    await srv.close();
+    client.close();
   }
 });
 
