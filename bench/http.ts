@@ -3,7 +3,9 @@
  * same client (curl to /dev/null), on loopback. Prints BENCH lines:
  *   single stream MB/s, 20 concurrent streams MB/s (aggregate), peak server RSS, and the latency of
  *   a tiny request (/healthz) on the same server while the 20 downloads run, against idle.
- * swarmboot runs in a child process (this file with `serve`), so its RSS is its own.
+ * swarmboot is the real daemon (`cli.ts serve`, the production composition: config holder, state
+ * database, content service with its scan and change watching, every HTTP route), so its peak RSS
+ * (VmHWM) includes hashing the 2 GB file at start and everything a deployment server carries.
  *
  * Then, as root, whether a saturated HTTP side slows DHCP and TFTP answers: the real daemon
  * (`cli.ts serve`, every front end in one process, as in production) in a network namespace the
@@ -17,16 +19,15 @@
  * the end, also on failure. Without root (or ip, curl) that section is skipped with a note.
  *
  *   node_modules/.bin/node bench/http.ts            # the benchmark
- *   node_modules/.bin/node bench/http.ts serve FILE # just the server (prints its port)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { request, Agent } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { availableParallelism, loadavg } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { addPeer, createLab, destroyLab, exec, NODE, ROOT, run, type Lab, type LabProcess } from '../test/e2e/lab.ts';
@@ -53,32 +54,7 @@ const PIN = process.env.BENCH_HTTP_PIN !== '0' && availableParallelism() >= 2;
 const pinServer = (cmd: string, args: string[]): [string, string[]] => (PIN ? ['taskset', ['-c', '0', cmd, ...args]] : [cmd, args]);
 const pinClient = (cmd: string, args: string[]): [string, string[]] => (PIN ? ['taskset', ['-c', '1', cmd, ...args]] : [cmd, args]);
 
-if (process.argv[2] === 'serve') {
-  await serveMode(process.argv[3]!);
-} else {
-  await benchMode();
-}
-
-async function serveMode(file: string): Promise<void> {
-  const { DatabaseSync } = await import('node:sqlite');
-  const { default: Fastify } = await import('fastify');
-  const { scanContent } = await import('../content/scan.ts');
-  const { contentRoutes } = await import('../server/http/content.ts');
-  const { silentLogger } = await import('../server/log.ts');
-  const { Registry } = await import('../server/metrics.ts');
-  const logger = silentLogger();
-  const db = new DatabaseSync(join(dirname(file), 'state.db'));
-  const catalogue = await scanContent([{ id: 'bench', kind: 'file', path: file }], { db, logger });
-  const app = Fastify({ logger: false, keepAliveTimeout: 65_000, requestTimeout: 0, connectionTimeout: 0 });
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  await app.register(contentRoutes, { catalogue, logger, metrics: new Registry() });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const addr = app.server.address();
-  process.stdout.write(`PORT ${typeof addr === 'object' && addr ? addr.port : 0}\n`);
-  const stop = (): void => void app.close().then(() => process.exit(0));
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-}
+await benchMode();
 
 async function benchMode(): Promise<void> {
   // Ctrl-C or a kill: leave through process.exit so 'exit' handlers run (the namespace lab removes
@@ -96,13 +72,14 @@ async function benchMode(): Promise<void> {
   try {
     writeTestFile(file, FILE_SIZE);
     writeFileSync(join(dir, 'tiny.txt'), '{"status":"ok"}', { mode: 0o644 });
-    // BENCH_HTTP_ONLY=namespace: only the DHCP/TFTP-under-load part (quicker when working on it).
+    // BENCH_HTTP_ONLY=namespace: only the DHCP/TFTP-under-load part; =loopback: only the part
+    // against nginx (quicker when working on one of them).
     if (process.env.BENCH_HTTP_ONLY !== 'namespace') {
       await loopback(dir, file, children);
       // The loopback servers are done: free their CPU and memory before the namespace part.
       await stopChildren(children);
     }
-    await udpUnderLoad(dir, file);
+    if (process.env.BENCH_HTTP_ONLY !== 'loopback') await udpUnderLoad(dir, file);
   } finally {
     await stopChildren(children);
     rmSync(dir, { recursive: true, force: true });
@@ -185,20 +162,78 @@ function writeTestFile(path: string, size: number): void {
   }
 }
 
+/** The real daemon serving `file` as package "bench"; resolves once the file is hashed and served. */
 async function startSwarmboot(file: string, children: ChildProcess[]): Promise<{ port: number; pid: number }> {
-  const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, 'serve', file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /PORT (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`swarmboot server exited (${code})`)));
+  const port = await freePort();
+  const dir = join(dirname(file), 'swarmboot');
+  mkdirSync(join(dir, 'tftp'), { recursive: true });
+  const cfg = join(dir, 'swarmboot.yaml');
+  writeFileSync(cfg, `server:
+  address: 127.0.0.1
+  dataDir: data
+  contentDir: ${dirname(file)}
+  logLevel: warn
+  http: { host: 127.0.0.1, port: ${port} }
+  tftp: { enabled: false, root: tftp }
+  dhcp: { enabled: false }
+packages:
+  bench: { kind: file, path: ${basename(file)} }
+machines:
+  default: { action: local }
+`);
+  const child = spawn(process.execPath, [await daemonEntry(dirname(file)), 'serve', '--config', cfg, '--no-watch'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, SWARMBOOT_ADMIN_TOKEN: 'bench-http-admin-token-0123456789', NODE_NO_WARNINGS: '1' },
   });
+  children.push(child);
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`swarmboot exited (${code})`))));
+  exited.catch(() => undefined);
+  // The daemon hashes the package in the background at start; it is served (with its SHA-256) once done.
+  const url = `http://127.0.0.1:${port}/content/bench/${basename(file)}`;
+  for (let i = 0; ; i++) {
+    const sha = await Promise.race([headerOf(url, 'x-content-sha256'), exited]);
+    if (sha) break;
+    if (i > 600) throw new Error('swarmboot did not serve the bench file within 60 s');
+    await sleep(100);
+  }
   return { port, pid: child.pid! };
+}
+
+/**
+ * The daemon as it is deployed: `npm run build` output (what bin/swarmboot.js runs), compiled here
+ * from the current sources into the bench's temporary folder, so the numbers are never those of a
+ * stale dist/. Running cli.ts directly would add Node's TypeScript stripper (about 30 MB of RSS)
+ * that production does not carry. Falls back to cli.ts, with a note, if the build fails.
+ */
+async function daemonEntry(dir: string): Promise<string> {
+  const out = join(dir, 'build');
+  const tsc = join(ROOT, 'node_modules', '.bin', 'tsc');
+  const ok = await new Promise<boolean>((resolve) => {
+    const p = spawn(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(out, 'dist')], { stdio: 'ignore' });
+    p.on('error', () => resolve(false));
+    p.on('close', () => resolve(existsSync(join(out, 'dist', 'cli.js'))));
+  });
+  if (!ok) {
+    console.log('# note: could not build the daemon; measuring cli.ts run from sources (RSS includes the TypeScript stripper)');
+    return join(ROOT, 'cli.ts');
+  }
+  // dist/cli.js finds package.json one level up and its dependencies in node_modules beside it.
+  symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'));
+  copyFileSync(join(ROOT, 'package.json'), join(out, 'package.json'));
+  return join(out, 'dist', 'cli.js');
+}
+
+/** One HEAD request's header, or undefined (no answer yet, or not 200). */
+function headerOf(url: string, name: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = request(url, { method: 'HEAD' }, (res) => {
+      res.resume();
+      const v = res.headers[name];
+      resolve(res.statusCode === 200 && typeof v === 'string' ? v : undefined);
+    });
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
 }
 
 async function freePort(): Promise<number> {
@@ -494,6 +529,7 @@ machines:
       );
     }
 
+    console.log(`# namespace daemon (cli.ts from sources: DHCP, TFTP and HTTP, after ${ROUNDS} loaded rounds) peak RSS ${peakRssMB([pid]).toFixed(0)} MB`);
     const med = (ws: Window[], f: (w: Window) => number): number => median(ws.map(f));
     const p = (key: 'dhcp' | 'tftpFirst' | 'tftpAll' | 'echo', q: number) => (w: Window): number => pct(w.probes[key], q);
     line('tftp_rrq_p99_under_load_ms', med(loaded, p('tftpFirst', 0.99)), 'idle', med(idle, p('tftpFirst', 0.99)));

@@ -1,8 +1,9 @@
 /**
- * Config checks that need the content itself: an `apply-image` step naming an image its WIM does
- * not have is a config error, found by reading the WIM's header and XML (cheap: no hashing). A WIM
- * that is not on disk yet is not an error here (content may arrive after the config); it is
- * reported by the content scan.
+ * Config checks that need the content itself, found by reading the WIM's header and XML (cheap: no
+ * hashing): an `apply-image` step naming an image its WIM does not have is a config error, and so
+ * is a step naming none when the WIM holds several (which edition would it apply?). A single-image
+ * WIM needs no `image`: index 1 is used. A WIM that is not on disk yet is not an error here
+ * (content may arrive after the config); it is reported by the content scan.
  */
 import { existsSync } from 'node:fs';
 import { readWimInfo, selectImage } from '../content/wim.ts';
@@ -15,14 +16,28 @@ export async function checkContentRefs(cfg: LoadedConfig, readWim: (path: string
   const wims = new Map<string, Promise<WimInfo | Error>>();
   for (const seq of Object.values(cfg.sequences)) {
     for (const [i, step] of seq.steps.entries()) {
-      if (step.type !== 'apply-image' || step.image === undefined) continue;
+      if (step.type !== 'apply-image') continue;
       const pkg = cfg.packages[step.package];
       if (!pkg || pkg.kind !== 'wim' || !existsSync(pkg.path)) continue;
       if (!wims.has(pkg.path)) wims.set(pkg.path, readWim(pkg.path).catch((e: Error) => e));
       const info = await wims.get(pkg.path)!;
       const path = ['sequences', seq.name, 'steps', i, 'image'];
+      const stepPath = ['sequences', seq.name, 'steps', i];
       if (info instanceof Error) {
         issues.push({ ...cfg.locate(['packages', pkg.id, 'path']), key: formatPath(['packages', pkg.id, 'path']), message: `${pkg.path} is not a readable WIM: ${info.message}` });
+        continue;
+      }
+      if (step.image === undefined) {
+        if (info.images.length !== 1) {
+          const list = info.images.map((img) => `${img.index} "${img.name}"`).join(', ');
+          issues.push({
+            ...cfg.locate(stepPath),
+            key: formatPath(path),
+            message: info.images.length
+              ? `package "${pkg.id}" has ${info.images.length} images and the step names none; add image: with an index or name: ${list}`
+              : `package "${pkg.id}" holds no images`,
+          });
+        }
         continue;
       }
       try {

@@ -1,8 +1,11 @@
+import { statSync, type BigIntStats } from 'node:fs';
 import type { Logger } from '../server/log.ts';
+import { sameStamp, stampOf } from './hash.ts';
 import type { HashCache } from './hash-cache.ts';
 import { hashPlans } from './hash-plan.ts';
 import { compileModel, matchModel, rank, type ModelPattern } from './models.ts';
-import { finishPackage, planPackage } from './package.ts';
+import { finishPackage, planMatches, planPackage } from './package.ts';
+import { fmtBytes, type ProgressRenderer } from './progress.ts';
 import { ContentError, type FileEntry, type PackageInfo, type PackageSpec, type WimImage } from './types.ts';
 import { selectImage } from './wim.ts';
 
@@ -20,6 +23,8 @@ export interface CatalogueDeps {
   logger: Logger;
   /** First retry delay after a failed re-scan, doubled up to 5 minutes. Default 30 s. */
   retryMs?: number;
+  /** Progress of background re-hashes (the daemon logs lines); one renderer per re-hash. */
+  progress?: () => ProgressRenderer;
 }
 
 interface Indexed {
@@ -38,7 +43,10 @@ export class Catalogue {
   private readonly specs = new Map<string, PackageSpec>();
   private readonly pkgs = new Map<string, Indexed>();
   private readonly broken = new Map<string, string>();
-  private readonly refreshing = new Map<string, Promise<PackageInfo | undefined>>();
+  private readonly checking = new Map<string, Promise<PackageInfo | undefined>>();
+  private readonly again = new Set<string>();
+  private readonly stale = new Map<string, { since: number; bytesDone: number; bytesTotal: number }>();
+  private readonly closed = new AbortController();
   private readonly listeners = new Set<(id: string, info: PackageInfo | undefined) => void>();
   private readonly duplicates = new Set<string>();
   private readonly retries = new Map<string, { timer: NodeJS.Timeout; delayMs: number }>();
@@ -60,6 +68,11 @@ export class Catalogue {
       const p = this.pkgs.get(id);
       return p ? [p.info] : [];
     });
+  }
+
+  /** The configured packages (an id declared twice is left out), in configuration order. */
+  specList(): PackageSpec[] {
+    return [...this.specs.values()].filter((s) => !this.duplicates.has(s.id));
   }
 
   get(id: string): PackageInfo | undefined {
@@ -128,58 +141,160 @@ export class Catalogue {
   }
 
   /**
-   * Scans one package again (cached hashes make unchanged files free) after a file was seen to
-   * change, and swaps the result in. Concurrent calls for a package share one run.
+   * Looks at one package on disk again (walk and stat; WIM header) and, when it differs from what
+   * was hashed, re-hashes it (cached hashes make unchanged files free) and swaps the result in.
+   * From the moment a difference is seen until the new hash is known the package is `stale`:
+   * sequence resolution (`fresh`, content/view.ts) treats it as unavailable, so nobody is handed a
+   * size or SHA-256 that no longer matches the bytes /content serves. A check asked for while one
+   * runs makes that one look again when it ends, so a change during a re-hash is never lost.
    */
-  refresh(id: string): Promise<PackageInfo | undefined> {
-    const running = this.refreshing.get(id);
-    if (running) return running;
+  check(id: string, reason = 'changed on disk'): Promise<PackageInfo | undefined> {
+    const running = this.checking.get(id);
+    if (running) {
+      this.again.add(id);
+      return running;
+    }
     const spec = this.specs.get(id);
     if (!spec || this.duplicates.has(id)) return Promise.resolve(undefined);
-    const log = this.deps.logger;
-    const retry = this.retries.get(id);
-    if (retry) clearTimeout(retry.timer);
-    log.info({ package: id }, 'content package changed on disk; re-scanning');
     const run = (async (): Promise<PackageInfo | undefined> => {
-      try {
-        const plan = await planPackage(spec, (path, reason) => log.warn({ package: id, path, reason }, 'content file skipped'));
-        const { hashed, bytesHashed } = await hashPlans([plan], { cache: this.deps.cache });
-        const info = finishPackage(plan, hashed);
-        const before = this.pkgs.get(id)?.info.sha256;
-        this.pkgs.set(id, index(info));
-        this.broken.delete(id);
-        this.retries.delete(id);
-        log.info({ package: id, sha256: info.sha256, previous: before, bytesHashed }, 'content package re-scanned');
-        this.emit(id, info);
-        return info;
-      } catch (e) {
-        const msg = e instanceof ContentError ? e.message : `package "${id}": ${(e as Error).message}`;
-        this.pkgs.delete(id);
-        this.broken.set(id, msg);
-        // Often a copy still in progress: try again later, backing off to every 5 minutes, so the
-        // package comes back by itself once the file settles.
-        const delayMs = retry ? Math.min(300_000, retry.delayMs * 2) : (this.deps.retryMs ?? 30_000);
-        const timer = setTimeout(() => void this.refresh(id), delayMs).unref();
-        this.retries.set(id, { timer, delayMs });
-        log.error({ package: id, err: msg, retryInSec: delayMs / 1000 }, 'content package unavailable after re-scan');
-        this.emit(id, undefined);
-        return undefined;
-      } finally {
-        this.refreshing.delete(id);
-      }
-    })();
-    this.refreshing.set(id, run);
+      let out: PackageInfo | undefined;
+      do {
+        this.again.delete(id);
+        out = await this.checkOnce(spec, reason);
+      } while (this.again.has(id) && !this.closed.signal.aborted);
+      return out;
+    })().finally(() => this.checking.delete(id));
+    this.checking.set(id, run);
     return run;
   }
 
-  /** Stops background retries (call when this catalogue is replaced or the daemon stops). */
+  /**
+   * Checks every package, one after the other (sequential reads are what disks like). `force`
+   * includes packages that are broken and waiting for their retry timer.
+   */
+  async sweep(reason: string, force = true): Promise<{ checked: number; changed: string[] }> {
+    const changed: string[] = [];
+    let checked = 0;
+    for (const id of this.specs.keys()) {
+      if (this.closed.signal.aborted) break;
+      if (this.duplicates.has(id)) continue;
+      if (!force && this.retries.has(id)) continue;
+      const before = this.pkgs.get(id)?.info;
+      const after = await this.check(id, reason);
+      checked++;
+      if (before !== after) changed.push(id);
+    }
+    return { checked, changed };
+  }
+
+  /**
+   * The package for handing out in a sequence, or undefined while it is stale (being re-hashed) or
+   * broken. A single-file package (a WIM, typically) is stat'ed right here, so a file replaced a
+   * moment ago is caught even before the change watcher has said so.
+   */
+  fresh(id: string): PackageInfo | undefined {
+    const p = this.pkgs.get(id);
+    if (!p || this.stale.has(id)) return undefined;
+    if (p.info.single) {
+      const f = p.info.files[0]!;
+      let st: BigIntStats | undefined;
+      try {
+        st = statSync(p.info.path, { bigint: true });
+      } catch {
+        st = undefined;
+      }
+      if (!st || !sameStamp(stampOf(st), f)) {
+        this.stale.set(id, { since: Date.now(), bytesDone: 0, bytesTotal: st ? Number(st.size) : 0 });
+        void this.check(id, 'changed on disk (seen while resolving a sequence)');
+        return undefined;
+      }
+    }
+    return p.info;
+  }
+
+  /** Why `fresh` refuses a package that exists: it is being re-hashed. Undefined otherwise. */
+  staleness(id: string): string | undefined {
+    const s = this.stale.get(id);
+    if (!s) return undefined;
+    const pct = s.bytesTotal > 0 ? ` (${Math.floor((s.bytesDone / s.bytesTotal) * 100)}% of ${fmtBytes(s.bytesTotal)})` : '';
+    return `package "${id}" changed on disk and is being re-hashed${pct}; try again shortly`;
+  }
+
+  /** True while a package's new version is known to differ from its hash (see `check`). */
+  isStale(id: string): boolean {
+    return this.stale.has(id);
+  }
+
+  private async checkOnce(spec: PackageSpec, reason: string): Promise<PackageInfo | undefined> {
+    const id = spec.id;
+    const log = this.deps.logger;
+    const skipped: Array<{ path: string; reason: string }> = [];
+    const retry = this.retries.get(id);
+    if (retry) clearTimeout(retry.timer);
+    try {
+      const plan = await planPackage(spec, (path, why) => skipped.push({ path, reason: why }));
+      const current = this.pkgs.get(id)?.info;
+      if (current && planMatches(current, plan)) {
+        this.stale.delete(id);
+        this.retries.delete(id);
+        return current;
+      }
+      for (const k of skipped) log.warn({ package: id, ...k }, 'content file skipped');
+      const total = plan.entries.reduce((n, e) => n + Number(e.stat.size), 0);
+      this.stale.set(id, { since: Date.now(), bytesDone: 0, bytesTotal: total });
+      log.info({ package: id, reason, files: plan.entries.length, bytes: total }, 'content package changed on disk; re-scanning');
+      const progress = this.deps.progress?.();
+      const { hashed, bytesHashed, filesHashed } = await hashPlans([plan], {
+        cache: this.deps.cache,
+        signal: this.closed.signal,
+        onProgress: (p) => {
+          const s = this.stale.get(id);
+          if (s) {
+            s.bytesDone = p.bytesDone;
+            s.bytesTotal = p.bytesTotal;
+          }
+          progress?.onProgress(p);
+        },
+      });
+      progress?.finish();
+      const info = finishPackage(plan, hashed);
+      const before = current?.sha256;
+      this.pkgs.set(id, index(info));
+      this.broken.delete(id);
+      this.stale.delete(id);
+      this.retries.delete(id);
+      log.info({ package: id, sha256: info.sha256, previous: before, size: info.totalSize, filesHashed, bytesHashed }, 'content package re-scanned');
+      this.emit(id, info);
+      return info;
+    } catch (e) {
+      this.stale.delete(id);
+      if (this.closed.signal.aborted) return undefined;
+      const msg = e instanceof ContentError ? e.message : `package "${id}": ${(e as Error).message}`;
+      const had = this.pkgs.has(id);
+      const same = this.broken.get(id) === msg;
+      this.pkgs.delete(id);
+      this.broken.set(id, msg);
+      // Often a copy still in progress: try again later, backing off to every 5 minutes, so the
+      // package comes back by itself once the file settles (a change watcher usually sooner).
+      const delayMs = retry ? Math.min(300_000, retry.delayMs * 2) : (this.deps.retryMs ?? 30_000);
+      const timer = setTimeout(() => void this.check(id, 'retry after a failed re-scan'), delayMs).unref();
+      this.retries.set(id, { timer, delayMs });
+      // The same failure again (a share still missing) is not worth an error line every retry.
+      log[same ? 'debug' : 'error']({ package: id, err: msg, retryInSec: delayMs / 1000 }, 'content package unavailable after re-scan');
+      if (had || !same) this.emit(id, undefined);
+      return undefined;
+    }
+  }
+
+  /** Stops background retries and re-hashing (call when this catalogue is replaced or the daemon stops). */
   close(): void {
+    this.closed.abort();
     for (const r of this.retries.values()) clearTimeout(r.timer);
     this.retries.clear();
     this.listeners.clear();
   }
 
-  /** Called with the new info (or undefined when the package broke) after a refresh. */
+  /** Called with the new info (or undefined when the package broke) after a check changed it. */
   onChange(fn: (id: string, info: PackageInfo | undefined) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);

@@ -2,20 +2,31 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 
-/** The identity of a file's version on disk: what the hash cache compares. */
+/**
+ * The identity of a file's version on disk: what the hash cache, the catalogue and the HTTP side
+ * compare. ctime is part of it because size and mtime are not enough: `rsync --inplace`, `cp -p`
+ * or `touch -r` rewrite a file and put its old mtime back, and only ctime (which no one can set
+ * back) moves. The price: a chmod or a new hard link also re-hashes the file once.
+ */
 export interface FileStamp {
   size: number;
   mtimeNs: bigint;
+  ctimeNs: bigint;
   ino: bigint;
   dev: bigint;
 }
 
 export function stampOf(st: BigIntStats): FileStamp {
-  return { size: Number(st.size), mtimeNs: st.mtimeNs, ino: st.ino, dev: st.dev };
+  return { size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, dev: st.dev };
 }
 
 export function sameStamp(a: FileStamp, b: FileStamp): boolean {
-  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ino === b.ino && a.dev === b.dev;
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev;
+}
+
+/** A key naming one version of one file (chunk cache, logs). */
+export function stampKey(s: FileStamp): string {
+  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
 }
 
 export interface HashOptions {
@@ -35,7 +46,7 @@ const TRIES = 3;
 
 /**
  * Streaming SHA-256 of one file. Reads the next chunk while hashing the current one. A file that
- * changes while it is hashed (size, mtime or inode moves) is hashed again, up to three times, so a
+ * changes while it is hashed (size, mtime, ctime or inode moves) is hashed again, up to three times, so a
  * hash is never recorded against a stamp it does not belong to.
  */
 export async function hashFile(path: string, opts: HashOptions = {}): Promise<HashResult> {

@@ -42,7 +42,7 @@ export interface ModelMatch {
  * several SMBIOS strings (product name, version, SKU); the best match over all of them wins.
  */
 export function matchModel(patterns: readonly ModelPattern[], reported: string | readonly string[]): ModelMatch | undefined {
-  const candidates = (typeof reported === 'string' ? [reported] : reported).filter((r) => normaliseModel(r) !== '');
+  const candidates = splitModels(reported);
   let best: ModelMatch | undefined;
   for (const r of candidates) {
     const n = normaliseModel(r);
@@ -59,4 +59,29 @@ export function matchModel(patterns: readonly ModelPattern[], reported: string |
 /** Higher is better: any exact match beats any prefix; a longer prefix beats a shorter one. */
 export function rank(m: ModelMatch): number {
   return m.exact ? Number.MAX_SAFE_INTEGER : m.pattern.text.length;
+}
+
+/**
+ * Several SMBIOS strings (product name, version, SKU…) can travel as one string, one per line, where
+ * a single model string is expected (the deployment state remembers a machine's `model`). Matching
+ * collapses whitespace, so a line break is never part of a model name and splitting is lossless.
+ */
+export const MODEL_SEPARATOR = '\n';
+
+/** The reported strings as one value: empty ones dropped, duplicates (after normalisation) once. */
+export function joinModels(models: readonly string[]): string {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const m of models.flatMap((x) => x.split(MODEL_SEPARATOR))) {
+    const n = normaliseModel(m);
+    if (n === '' || seen.has(n)) continue;
+    seen.add(n);
+    out.push(m.trim());
+  }
+  return out.join(MODEL_SEPARATOR);
+}
+
+/** The reported strings inside a value made by `joinModels` (or one plain model string). */
+export function splitModels(reported: string | readonly string[]): string[] {
+  return (typeof reported === 'string' ? [reported] : reported).flatMap((r) => r.split(MODEL_SEPARATOR)).filter((r) => normaliseModel(r) !== '');
 }

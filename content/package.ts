@@ -3,9 +3,9 @@
  * disk (kind rules, file list, WIM header), `finishPackage` assembles the result once every file has
  * a hash. The scan runs the halves for all packages so it can show one progress total.
  */
-import { realpath, stat } from 'node:fs/promises';
+import { open, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute } from 'node:path';
-import { sha256Hex, stampOf, type FileStamp } from './hash.ts';
+import { sameStamp, sha256Hex, stampOf, type FileStamp } from './hash.ts';
 import { compileModel } from './models.ts';
 import { ContentError, type FileEntry, type PackageInfo, type PackageSpec, type WimInfo } from './types.ts';
 import { walkFolder, type WalkEntry } from './walk.ts';
@@ -19,8 +19,14 @@ export interface PackagePlan {
   single: boolean;
   root: string;
   entries: WalkEntry[];
+  /** Directories the entries were found in (symlink-free), for change watching. */
+  dirs: string[];
   wim?: WimInfo;
+  /** Drivers archives: the format the first bytes say. */
+  archive?: DriverArchive;
 }
+
+export type DriverArchive = 'zip' | 'cab';
 
 export interface HashedFile {
   sha256: string;
@@ -59,7 +65,14 @@ export async function planPackage(spec: PackageSpec, onSkip: (path: string, reas
       single: true,
       root: dirname(real),
       entries: [{ path: basename(spec.path), absPath: real, stat: st }],
+      dirs: [dirname(real)],
     };
+    if (spec.kind === 'drivers') {
+      const head = await readHead(real, 8);
+      const format = archiveFormat(head);
+      if (typeof format !== 'string') fail(spec, format.problem);
+      plan.archive = format;
+    }
     if (spec.kind === 'wim') {
       try {
         plan.wim = await readWimInfo(real);
@@ -76,9 +89,44 @@ export async function planPackage(spec: PackageSpec, onSkip: (path: string, reas
     }
     return plan;
   }
-  const entries = await walkFolder(real, onSkip);
+  const dirs = new Set<string>();
+  const entries = await walkFolder(real, onSkip, (d) => dirs.add(d));
   if (entries.length === 0) fail(spec, 'the directory holds no files');
-  return { spec, single: false, root: real, entries };
+  if (spec.kind === 'drivers' && !entries.some((e) => /\.inf$/i.test(e.path))) {
+    // DISM /Add-Driver /Recurse and pnputil find drivers by their INF files: without one, the
+    // step would "succeed" and install nothing.
+    fail(spec, 'the drivers folder holds no .inf files (unpack vendor archives or self-extracting packs into it first)');
+  }
+  return { spec, single: false, root: real, entries, dirs: [...dirs] };
+}
+
+async function readHead(path: string, n: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(buf, 0, n, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * A drivers archive must be one that Windows PE unpacks with its own tools: a cabinet (`expand -F:*`)
+ * or a zip (`tar -xf`, or PowerShell's Expand-Archive). Anything else is refused by its magic
+ * bytes, whatever the file is named, with what it looks like instead.
+ */
+export function archiveFormat(head: Buffer): DriverArchive | { problem: string } {
+  const hex = head.toString('hex');
+  if (/^504b(0304|0506|0708)/.test(hex)) return 'zip';
+  if (hex.startsWith('4d53434600000000')) return 'cab';
+  const why = 'a drivers package that is a file must be a .zip or .cab archive (or a folder of INF drivers)';
+  if (hex.startsWith('377abcaf271c')) return { problem: `is a 7z archive, which Windows PE cannot unpack by itself; ${why}` };
+  if (hex.startsWith('4d5a')) return { problem: `is a Windows executable (a self-extracting vendor pack?); unpack it into a folder: ${why}` };
+  if (hex.startsWith('1f8b')) return { problem: `is a gzip file; ${why}` };
+  if (hex.startsWith('526172211a07')) return { problem: `is a RAR archive; ${why}` };
+  if (head.length === 0) return { problem: `is empty; ${why}` };
+  return { problem: `is not a zip or cab archive (it starts with ${hex.slice(0, 16)}); ${why}` };
 }
 
 export function finishPackage(plan: PackagePlan, hashed: ReadonlyMap<string, HashedFile>): PackageInfo {
@@ -96,6 +144,7 @@ export function finishPackage(plan: PackagePlan, hashed: ReadonlyMap<string, Has
     root: plan.root,
     files,
     totalSize: files.reduce((n, f) => n + f.size, 0),
+    dirs: plan.dirs,
     sha256: plan.single ? files[0]!.sha256 : sha256Hex(manifestText(files)),
   };
   if (plan.wim) {
@@ -105,6 +154,7 @@ export function finishPackage(plan: PackagePlan, hashed: ReadonlyMap<string, Has
   if (spec.kind === 'drivers') {
     info.models = [...(spec.models ?? [])];
     if (!plan.single) info.infs = files.filter((f) => /\.inf$/i.test(f.path)).map((f) => f.path);
+    if (plan.archive) info.archive = plan.archive;
   }
   return info;
 }
@@ -120,4 +170,16 @@ export function manifestText(files: readonly Pick<FileEntry, 'path' | 'sha256'>[
 
 export function stampFromEntry(e: WalkEntry): FileStamp {
   return stampOf(e.stat);
+}
+
+/**
+ * True when a fresh plan finds the package exactly as `info` describes it: same root, same files
+ * at the same paths, each with the same stamp. Then nothing needs hashing and nothing changed.
+ */
+export function planMatches(info: PackageInfo, plan: PackagePlan): boolean {
+  if (info.root !== plan.root || info.files.length !== plan.entries.length) return false;
+  return plan.entries.every((e, i) => {
+    const f = info.files[i]!;
+    return f.path === e.path && f.absPath === e.absPath && sameStamp(f, stampOf(e.stat));
+  });
 }

@@ -3,6 +3,7 @@ import type { Logger } from '../server/log.ts';
 import { Catalogue } from './catalogue.ts';
 import { HashCache } from './hash-cache.ts';
 import { hashPlans } from './hash-plan.ts';
+import type { ProgressRenderer } from './progress.ts';
 import { finishPackage, planPackage, type PackagePlan } from './package.ts';
 import { ContentError, type PackageInfo, type PackageSpec, type ScanProgress } from './types.ts';
 
@@ -13,8 +14,15 @@ export interface ScanOptions {
   /** Hashing progress; `progress.ts` has a terminal bar and a log-line renderer. */
   onProgress?: (p: ScanProgress) => void;
   signal?: AbortSignal;
-  /** First retry delay when a package breaks on a re-scan (see Catalogue.refresh). */
+  /** First retry delay when a package breaks on a re-scan (see Catalogue.check). */
   retryMs?: number;
+  /** Progress of the catalogue's later background re-hashes (see Catalogue.check). */
+  progress?: () => ProgressRenderer;
+  /**
+   * Tell running daemons sharing the database that fresh hashes are there (they re-check their
+   * packages). Default true, for `swarmboot content scan`; the daemon's own scans pass false.
+   */
+  announce?: boolean;
 }
 
 /**
@@ -56,5 +64,11 @@ export async function scanContent(specs: readonly PackageSpec[], opts: ScanOptio
     { packages: packages.length, problems: problems.size, filesHashed, bytesHashed, ms: Date.now() - started },
     'content scan finished',
   );
-  return new Catalogue(specs, packages, problems, { cache, logger: log, ...(opts.retryMs !== undefined ? { retryMs: opts.retryMs } : {}) });
+  if (opts.announce !== false) cache.announceScan();
+  return new Catalogue(specs, packages, problems, {
+    cache,
+    logger: log,
+    ...(opts.retryMs !== undefined ? { retryMs: opts.retryMs } : {}),
+    ...(opts.progress ? { progress: opts.progress } : {}),
+  });
 }

@@ -11,7 +11,7 @@ export interface PackageSpec {
   kind: PackageKind;
   /**
    * Absolute path. `wim` and `file`: a regular file. `folder`: a directory. `drivers`: a directory
-   * of INF drivers or one archive file. `boot`: a file or a directory.
+   * holding INF drivers, or one .zip or .cab archive. `boot`: a file or a directory.
    */
   path: string;
   /** `wim` only: the image a step gets when it names none, by 1-based index or by name. */
@@ -29,6 +29,8 @@ export interface FileEntry {
   size: number;
   /** Nanoseconds since the epoch, from stat (bigint so it survives the round trip to SQLite). */
   mtimeNs: bigint;
+  /** See FileStamp: an in-place rewrite with the old mtime put back still moves ctime. */
+  ctimeNs: bigint;
   ino: bigint;
   dev: bigint;
   /** Lowercase hex SHA-256 of the content. */
@@ -100,6 +102,10 @@ export interface PackageInfo {
   models?: string[];
   /** `drivers` folders: the INF files found (paths inside the package). */
   infs?: string[];
+  /** `drivers` archives: the format, from the file's first bytes. */
+  archive?: 'zip' | 'cab';
+  /** Directories the files were found in (absolute, symlink-free): what change watching covers. */
+  dirs: string[];
 }
 
 /** Progress of a scan, for the renderers in `progress.ts`. */

@@ -22,7 +22,12 @@ export function isInside(root: string, p: string): boolean {
  * are cut where they close. Empty directories carry no files and so do not exist for
  * the package.
  */
-export async function walkFolder(root: string, onSkip: (path: string, reason: string) => void): Promise<WalkEntry[]> {
+export async function walkFolder(
+  root: string,
+  onSkip: (path: string, reason: string) => void,
+  /** Told every directory walked (symlink-free, inside the root): what a change watcher watches. */
+  onDir?: (absDir: string) => void,
+): Promise<WalkEntry[]> {
   const out: WalkEntry[] = [];
   // Directories on the current path: a symlink back to one of them is a loop. A link to a
   // sibling directory is not, and lists its files under both names, as the link says.
@@ -35,6 +40,7 @@ export async function walkFolder(root: string, onSkip: (path: string, reason: st
       return;
     }
     ancestors.add(key);
+    onDir?.(dirAbs);
     const names = (await readdir(dirAbs)).sort();
     for (const name of names) {
       const rel = relDir ? `${relDir}/${name}` : name;

@@ -35,7 +35,7 @@ export class ChunkCache {
   private readonly onRead: (bytes: number) => void;
 
   /** `onRead` is told about every read actually issued (misses), for the metrics. */
-  constructor(chunkSize = 1 << 20, maxIdleBytes = 32 << 20, onRead: (bytes: number) => void = () => undefined) {
+  constructor(chunkSize = 1 << 20, maxIdleBytes = 16 << 20, onRead: (bytes: number) => void = () => undefined) {
     this.chunkSize = chunkSize;
     this.maxIdle = Math.floor(maxIdleBytes / chunkSize);
     this.onRead = onRead;

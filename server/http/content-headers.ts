@@ -59,12 +59,13 @@ export function etagForHash(sha256: string): string {
 }
 
 /**
- * Strong ETag for a file whose hash is not known yet (it changed since the scan): its stamp.
- * Different from every hash ETag, so a client holding the old one never gets a 304 or a range
- * spliced onto the old bytes.
+ * Strong ETag for a file whose hash is not known (it changed since the scan, or it is a boot file
+ * under /tftp, which is not hashed): its stamp. ctime is in it because an in-place rewrite can keep
+ * size, mtime and inode. Different from every hash ETag, so a client holding the old one never gets
+ * a 304 or a range spliced onto the old bytes.
  */
-export function etagForStamp(size: number, mtimeNs: bigint, ino: bigint): string {
-  return `"m-${size.toString(16)}-${mtimeNs.toString(16)}-${ino.toString(16)}"`;
+export function etagForStamp(size: number, mtimeNs: bigint, ino: bigint, ctimeNs: bigint): string {
+  return `"m-${size.toString(16)}-${mtimeNs.toString(16)}-${ino.toString(16)}-${ctimeNs.toString(16)}"`;
 }
 
 /** Splits an If-None-Match / If-Match list into entity-tags (keeps W/ prefixes), or ['*']. */

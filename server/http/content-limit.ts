@@ -57,6 +57,7 @@ export class BandwidthLimiter {
   private readonly perClient: number | undefined;
   private readonly rules: SubnetRule[];
   private readonly clients = new Map<string, TokenBucket>();
+  private lastSweep = performance.now();
 
   constructor(limits: ContentLimits = {}) {
     if (limits.perClientBytesPerSec !== undefined && !(limits.perClientBytesPerSec > 0)) {
@@ -88,7 +89,8 @@ export class BandwidthLimiter {
     if (this.perClient !== undefined) {
       let b = this.clients.get(addr);
       if (!b) {
-        if (this.clients.size > 10_000) this.sweep();
+        // Forget idle clients now and then (no timer to stop: the limiter is replaced on reload).
+        if (this.clients.size > 10_000 || performance.now() - this.lastSweep > 60_000) this.sweep();
         b = new TokenBucket(this.perClient);
         this.clients.set(addr, b);
       }
@@ -102,6 +104,7 @@ export class BandwidthLimiter {
 
   /** Drops per-client buckets that are full again (their clients are gone or idle). */
   sweep(): void {
+    this.lastSweep = performance.now();
     for (const [k, b] of this.clients) if (b.idle()) this.clients.delete(k);
   }
 }

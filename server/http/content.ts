@@ -27,54 +27,53 @@
  *   the transfer is cut off: after reading each 1 MiB chunk and before sending it, the server
  *   checks the open file's size, mtime and ctime, and on any change closes the connection short
  *   of Content-Length. The client sees a truncated transfer (curl: exit 18), never a body that
- *   mixes two versions. (Chunks shared between clients are keyed by inode, size and mtime, and
- *   every transfer still runs its own check, so sharing cannot mix versions either.)
- * - The next request sees the new file. Its stamp (size, mtime, inode) no longer matches the
- *   catalogue, so it is served with an ETag made from that stamp and without the SHA-256 headers,
- *   since its hash is not known yet, while the package is re-hashed in the background. Once done,
- *   responses carry the new SHA-256 and ETag and the catalogue's change listeners fire, so
- *   sequences hand out the new hash. A package that cannot be re-scanned (file gone, or still
- *   being written) answers 404 and is retried with back-off until it settles.
+ *   mixes two versions. (Chunks shared between clients are keyed by device, inode, size, mtime and
+ *   ctime, and every transfer still runs its own check, so sharing cannot mix versions either.)
+ * - The next request sees the new file. Its stamp (size, mtime, ctime, inode) no longer matches
+ *   the catalogue, so it is served with an ETag made from that stamp and without the SHA-256
+ *   headers, since its hash is not known yet, while the package is re-hashed in the background.
+ *   The daemon usually knows before any request: it watches package folders and checks every
+ *   package periodically (server/content-service.ts). From the moment a difference is seen until
+ *   the new hash is known, sequences that need the package answer 503 ("being re-hashed"), so no
+ *   sequence carries a size or SHA-256 that the URL no longer serves. Once done, responses carry
+ *   the new SHA-256 and ETag and sequences hand it out. A package that cannot be re-scanned (file
+ *   gone, or still being written) answers 404 and is retried with back-off until it settles.
  * - A client resuming with If-Range and the old ETag gets the whole new file (200), not a range
  *   of it (curl -C - then refuses to append: exit 33). A client resuming without If-Range gets a
  *   range of the new file, and the SHA-256 it was given with the URL no longer matches what it
  *   assembled, which the fetch agent reports as a failed download.
- * - Files added to a folder package appear after the next scan; deleted ones answer 404.
+ * - Files added to a folder package appear once the change is noticed (watch, periodic check,
+ *   SIGHUP); deleted ones answer 404 at once.
  *
  * Load: slow clients hold at most one 1 MiB chunk each (backpressure: nothing is read for a
  * socket that has not drained) and are dropped after `stallMs` without progress. Optional token
- * buckets per client address and per subnet (`limits`) cap bandwidth for small branch links.
+ * buckets per client address and per subnet (`limits`) cap bandwidth for small branch links. The
+ * sending itself (headers, conditionals, ranges, limits, metrics) is content-sender.ts, shared
+ * with /tftp.
  */
 import { constants, fstatSync, open, close, realpath } from 'node:fs';
-import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Catalogue } from '../../content/catalogue.ts';
 import type { PackageInfo } from '../../content/types.ts';
 import type { Logger } from '../log.ts';
 import type { Registry } from '../metrics.ts';
-import {
-  contentType,
-  etagForHash,
-  etagForStamp,
-  httpDate,
-  ifRangeMatches,
-  noneMatch,
-  notModifiedSince,
-  parseRange,
-  reprDigest,
-} from './content-headers.ts';
-import { BandwidthLimiter, type ContentLimits } from './content-limit.ts';
+import type { ContentLimits } from './content-limit.ts';
 import { contentUrl, parseContentTarget } from './content-path.ts';
-import { ChunkCache } from './content-chunks.ts';
-import { sendRange, stampCheck, type SendOutcome } from './content-send.ts';
-import { TurnGate } from './content-turns.ts';
+import { FileSender } from './content-sender.ts';
+import type { TurnGate } from './content-turns.ts';
 
 export interface ContentRoutesOptions {
   /** The catalogue, or a getter when the daemon swaps catalogues on reload. */
   catalogue: Catalogue | (() => Catalogue);
   logger: Logger;
   metrics: Registry;
-  limits?: ContentLimits;
+  /**
+   * How files go out; share one between /content and /tftp (daemon.ts). Without it the route makes
+   * its own from the options below.
+   */
+  sender?: FileSender;
+  /** Bandwidth caps, or a getter read per transfer so a config reload applies. */
+  limits?: ContentLimits | (() => ContentLimits | undefined);
   /** Send buffer size; 1 MiB measured best (bench/http.ts). */
   chunkSize?: number;
   /** Recently sent chunks kept for other clients of the same file. Default 16 MiB. */
@@ -85,35 +84,26 @@ export interface ContentRoutesOptions {
   turns?: TurnGate;
 }
 
-/** Transfers at least this large are logged at info when they end; smaller ones at debug. */
-const LOG_INFO_BYTES = 64 << 20;
-
 export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOptions): Promise<void> {
   const log = opts.logger.child({ component: 'content' });
   const catalogue = typeof opts.catalogue === 'function' ? opts.catalogue : () => opts.catalogue as Catalogue;
-  const limiter = new BandwidthLimiter(opts.limits);
-  const turns = opts.turns ?? new TurnGate(4);
-  const m = opts.metrics;
-  const readBytes = m.counter('swarmboot_content_read_bytes_total', 'Bytes read from disk or page cache for content bodies (less than sent when clients share chunks)');
-  const cache = new ChunkCache(opts.chunkSize ?? 1 << 20, opts.cacheBytes ?? 16 << 20, (n) => readBytes.inc({}, n));
-  const requests = m.counter('swarmboot_content_requests_total', 'Content requests by method and status');
-  const bytesSent = m.counter('swarmboot_content_bytes_sent_total', 'Content body bytes written to clients, by package');
-  const outcomes = m.counter('swarmboot_content_transfers_total', 'Content bodies by outcome (complete, client-gone, changed, stalled, read-error)');
-  const active = m.gauge('swarmboot_content_transfers_active', 'Content bodies being sent now');
-  m.gauge('swarmboot_content_buffer_bytes', 'Bytes in content send buffers: all held (cache and spare) and busy (being written)').collect(() => [
-    { labels: { state: 'held' }, value: cache.heldBytes() },
-    { labels: { state: 'busy' }, value: cache.busyChunks() * cache.chunkSize },
-  ]);
-  active.set({}, 0);
-
-  const sweep = limiter.enabled ? setInterval(() => limiter.sweep(), 60_000).unref() : undefined;
-  app.addHook('onClose', async () => clearInterval(sweep));
+  const sender =
+    opts.sender ??
+    new FileSender({
+      logger: opts.logger,
+      metrics: opts.metrics,
+      ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+      ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.cacheBytes !== undefined ? { cacheBytes: opts.cacheBytes } : {}),
+      ...(opts.stallMs !== undefined ? { stallMs: opts.stallMs } : {}),
+      ...(opts.turns !== undefined ? { turns: opts.turns } : {}),
+    });
 
   app.route({
     method: ['GET', 'HEAD'],
     url: '/content/',
     handler: async (req) => {
-      requests.inc({ method: req.method, status: 200 });
+      sender.count('content', req.method, 200);
       // Problems stay in the logs and the CLI: their messages carry server paths.
       return { packages: catalogue().list().map((p) => summary(p)), unavailable: [...catalogue().problems().keys()] };
     },
@@ -133,8 +123,8 @@ export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOpt
       if (target.path === '') {
         const pkg = cat.get(target.packageId);
         if (!pkg) return refuse(req, reply, 404, `no content package "${target.packageId}"`);
-        requests.inc({ method: req.method, status: 200 });
-        return { ...summary(pkg), files: pkg.files.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, url: contentUrl(pkg.id, f.path) })) };
+        sender.count('content', req.method, 200);
+        return { ...summary(pkg), ...(cat.isStale(pkg.id) ? { rehashing: true } : {}), files: pkg.files.map((f) => ({ path: f.path, size: f.size, sha256: f.sha256, url: contentUrl(pkg.id, f.path) })) };
       }
       const found = cat.lookup(target.packageId, target.path);
       if (!found) return refuse(req, reply, 404, `no file "${target.path}" in content package "${target.packageId}"`);
@@ -143,7 +133,7 @@ export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOpt
   });
 
   function refuse(req: FastifyRequest, reply: FastifyReply, status: 400 | 404, reason: string): FastifyReply {
-    requests.inc({ method: req.method, status });
+    sender.count('content', req.method, status);
     log.debug({ url: req.url, status, reason }, 'content request refused');
     return reply.code(status).send({ error: reason });
   }
@@ -155,147 +145,46 @@ export async function contentRoutes(app: FastifyInstance, opts: ContentRoutesOpt
     pkg: PackageInfo,
     file: PackageInfo['files'][number],
   ): Promise<void> {
+    const gone = (): void => {
+      void cat.check(pkg.id, `file "${file.path}" is gone`);
+      refuse(req, reply, 404, `file "${file.path}" of content package "${pkg.id}" is gone`);
+    };
     let fd: number;
     try {
+      // O_NOFOLLOW: a symlink put where the file was is never followed.
       fd = await openNoFollow(file.absPath);
     } catch {
-      void cat.refresh(pkg.id);
-      refuse(req, reply, 404, `file "${file.path}" of content package "${pkg.id}" is gone`);
-      return;
+      return gone();
     }
-    let fdOpen = true;
-    const closeFd = (): void => {
-      if (fdOpen) close(fd, () => undefined);
-      fdOpen = false;
-    };
+    let st;
     try {
-      const st = fstatSync(fd, { bigint: true });
-      const size = Number(st.size);
-      const known = st.ino === file.ino && st.dev === file.dev && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs;
-      if (!known) {
-        // Not the inode the scan hashed: make sure the path still leads to itself, inside the root
-        // (a symlink swapped in since the scan would change what realpath says).
-        if (!st.isFile() || (await realpathOf(file.absPath)) !== file.absPath) {
-          closeFd();
-          void cat.refresh(pkg.id);
-          refuse(req, reply, 404, `file "${file.path}" of content package "${pkg.id}" is gone`);
-          return;
-        }
-        void cat.refresh(pkg.id);
-      }
-      const etag = known ? etagForHash(file.sha256) : etagForStamp(size, st.mtimeNs, st.ino);
-      const mtimeMs = Number(st.mtimeNs / 1_000_000n);
-      const lastModified = httpDate(mtimeMs);
-      const headers: OutgoingHttpHeaders = {
-        'accept-ranges': 'bytes',
-        etag,
-        'last-modified': lastModified,
-        'content-type': contentType(file.path),
-        // Revalidate every time: the ETag makes that a cheap 304, and a changed file is never
-        // served from a cache.
-        'cache-control': 'no-cache',
-      };
-      if (known) {
-        headers['repr-digest'] = reprDigest(file.sha256);
-        headers['x-content-sha256'] = file.sha256;
-      }
-
-      const inm = header(req, 'if-none-match');
-      const ims = header(req, 'if-modified-since');
-      if (inm !== undefined ? noneMatch(inm, etag) : ims !== undefined && notModifiedSince(ims, mtimeMs)) {
-        return finishEmpty(req, reply, 304, headers, closeFd);
-      }
-
-      let status = 200;
-      let start = 0;
-      let end = size - 1;
-      const ifRange = header(req, 'if-range');
-      const range = ifRange === undefined || ifRangeMatches(ifRange, etag, lastModified) ? parseRange(header(req, 'range'), size) : { kind: 'none' as const };
-      if (range.kind === 'unsatisfiable') {
-        headers['content-range'] = `bytes */${size}`;
-        headers['content-length'] = 0;
-        return finishEmpty(req, reply, 416, headers, closeFd);
-      }
-      if (range.kind === 'range') {
-        status = 206;
-        start = range.start;
-        end = range.end;
-        headers['content-range'] = `bytes ${start}-${end}/${size}`;
-      }
-      headers['content-length'] = end - start + 1;
-      if (req.method === 'HEAD') return finishEmpty(req, reply, status, headers, closeFd);
-
-      requests.inc({ method: req.method, status });
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(status, headers);
-      const started = performance.now();
-      const { buckets, rate } = limiter.bucketsFor(req.socket.remoteAddress ?? '');
-      active.inc();
-      let sent = 0;
-      let outcome: SendOutcome;
-      try {
-        outcome = await sendRange({
-          res,
-          fd,
-          fileKey: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`,
-          size,
-          start,
-          end,
-          cache,
-          unchanged: stampCheck(fd, st.size, st.mtimeNs, st.ctimeNs),
-          buckets,
-          rate,
-          stallMs: opts.stallMs,
-          turns,
-          onBytes: (n) => {
-            sent += n;
-            bytesSent.inc({ package: pkg.id }, n);
-          },
-        });
-      } finally {
-        active.dec();
-        closeFd();
-      }
-      outcomes.inc({ outcome });
-      const entry = {
-        package: pkg.id,
-        path: file.path,
-        status,
-        range: status === 206 ? `${start}-${end}` : undefined,
-        bytes: sent,
-        ms: Math.round(performance.now() - started),
-        client: req.socket.remoteAddress,
-        outcome,
-      };
-      if (outcome === 'changed') {
-        log.warn(entry, 'content file changed during transfer; connection closed so the client sees a short body, not a mix');
-        void cat.refresh(pkg.id);
-      } else if (outcome === 'read-error') log.error(entry, 'content read failed');
-      else log[sent >= LOG_INFO_BYTES ? 'info' : 'debug'](entry, 'content transfer ended');
-    } catch (e) {
-      closeFd();
-      throw e;
+      st = fstatSync(fd, { bigint: true });
+    } catch {
+      close(fd, () => undefined);
+      return gone();
     }
-  }
-
-  function finishEmpty(req: FastifyRequest, reply: FastifyReply, status: number, headers: OutgoingHttpHeaders, closeFd: () => void): void {
-    closeFd();
-    requests.inc({ method: req.method, status });
-    if (status === 304) {
-      // RFC 9110 §15.4.5: a 304 carries validators, not representation metadata.
-      delete headers['content-type'];
-      delete headers['content-length'];
+    const known =
+      st.ino === file.ino && st.dev === file.dev && Number(st.size) === file.size && st.mtimeNs === file.mtimeNs && st.ctimeNs === file.ctimeNs;
+    if (!known) {
+      // Not the version the scan hashed: make sure the path still leads to itself, inside the root
+      // (a directory on the way swapped for a symlink since the scan would change what realpath
+      // says), then serve it without a hash while the package is checked again.
+      if (!st.isFile() || (await realpathOf(file.absPath)) !== file.absPath) {
+        close(fd, () => undefined);
+        return gone();
+      }
+      void cat.check(pkg.id, `file "${file.path}" changed on disk (seen by a request)`);
     }
-    reply.hijack();
-    reply.raw.writeHead(status, headers);
-    reply.raw.end();
+    await sender.send(req, reply, {
+      fd,
+      stat: st,
+      route: 'content',
+      name: file.path,
+      package: pkg.id,
+      ...(known ? { sha256: file.sha256 } : {}),
+      onChanged: () => void cat.check(pkg.id, `file "${file.path}" changed during a transfer`),
+    });
   }
-}
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v.join(', ') : v;
 }
 
 function summary(p: PackageInfo): Record<string, unknown> {

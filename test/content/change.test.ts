@@ -97,7 +97,7 @@ test('modified in place during a download: cut short with old bytes only; If-Ran
   const { done } = await slowDownload(url, out, 2 << 20);
   // Loopback socket buffers let the server run megabytes ahead of curl: change the file just
   // ahead of what the server has read so far.
-  const sent = Number(/swarmboot_content_bytes_sent_total\{package="b"\} (\d+)/.exec(s.metrics.render())?.[1]);
+  const sent = Number(/swarmboot_content_bytes_sent_total\{route="content",package="b"\} (\d+)/.exec(s.metrics.render())?.[1]);
   assert.ok(sent + (3 << 20) < SIZE, `server already sent ${sent} bytes`);
   assert.ok(statSync(out).size < SIZE, 'still downloading when the file is modified');
   const fd = openSync(path, 'r+');
@@ -107,7 +107,7 @@ test('modified in place during a download: cut short with old bytes only; If-Ran
   const got = readFileSync(out);
   assert.ok(got.length < SIZE, `short body (${got.length})`);
   assert.ok(got.equals(old.subarray(0, got.length)), 'every byte received is from the old version');
-  assert.match(s.metrics.render(), /swarmboot_content_transfers_total\{outcome="changed"\} 1/);
+  assert.match(s.metrics.render(), /swarmboot_content_transfers_total\{route="content",outcome="changed"\} 1/);
 
   // Resuming with the old validator: the server answers 200 with the whole new file, which curl
   // refuses to splice on (exit 33) instead of mixing versions.

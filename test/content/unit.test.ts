@@ -6,7 +6,9 @@ import { lineRenderer, barRenderer, fmtBytes } from '../../content/progress.ts';
 import type { ScanProgress } from '../../content/types.ts';
 import { parseXml, XmlError } from '../../content/xml.ts';
 import { parseWimXml, selectImage, WimError } from '../../content/wim.ts';
-import { ifRangeMatches, noneMatch, notModifiedSince, parseRange, reprDigest } from '../../server/http/content-headers.ts';
+import { etagForStamp, ifRangeMatches, noneMatch, notModifiedSince, parseRange, reprDigest } from '../../server/http/content-headers.ts';
+import { TurnGate } from '../../server/http/content-turns.ts';
+import { archiveFormat } from '../../content/package.ts';
 import { BandwidthLimiter, TokenBucket, normaliseAddress } from '../../server/http/content-limit.ts';
 import { contentUrl, parseContentTarget } from '../../server/http/content-path.ts';
 
@@ -170,4 +172,56 @@ test('progress renderers: bar redraws in place, lines are throttled and end with
   assert.match(l[0]!, /^content: hashing 0% .* file 1\/1 win11\/install\.wim$/);
   assert.match(l[l.length - 1]!, /^content: hashed 1 file\(s\), 4\.00 GiB in /);
   assert.equal(fmtBytes(1536), '1.50 KiB');
+});
+
+test('TurnGate: at most perTurn waiters go on per event-loop turn, first come first served, never in the caller\'s turn', async () => {
+  const gate = new TurnGate(3);
+  const order: number[] = [];
+  const turnOf: number[] = [];
+  let turn = 0;
+  // A turn counter driven by setImmediate, the same phase the gate uses.
+  let ticking = true;
+  const tick = (): void => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const all = Array.from({ length: 10 }, (_, i) =>
+    gate.wait().then(() => {
+      order.push(i);
+      turnOf.push(turn);
+    }),
+  );
+  assert.deepEqual(order, [], 'nothing runs synchronously');
+  await Promise.resolve();
+  assert.deepEqual(order, [], 'nor in the same turn');
+  await Promise.all(all);
+  ticking = false;
+  assert.deepEqual(order, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const perTurn = new Map<number, number>();
+  for (const t of turnOf) perTurn.set(t, (perTurn.get(t) ?? 0) + 1);
+  assert.deepEqual([...perTurn.values()], [3, 3, 3, 1], `waiters released per turn: ${JSON.stringify([...perTurn])}`);
+  assert.equal(new Set(turnOf).size, 4, 'four distinct turns');
+  // A waiter that arrives later joins the queue's end; the gate keeps working after going idle.
+  const late: string[] = [];
+  await Promise.all([gate.wait().then(() => late.push('a')), gate.wait().then(() => late.push('b'))]);
+  assert.deepEqual(late, ['a', 'b']);
+});
+
+test('stamp ETags change with ctime (an in-place rewrite with the old mtime put back)', () => {
+  const a = etagForStamp(100, 1_700_000_000_000_000_000n, 42n, 1_700_000_001_000_000_000n);
+  const b = etagForStamp(100, 1_700_000_000_000_000_000n, 42n, 1_700_000_002_000_000_000n);
+  assert.notEqual(a, b);
+  assert.match(a, /^"m-[0-9a-f-]+"$/);
+  assert.equal(ifRangeMatches(a, b, 'x'), false);
+});
+
+test('drivers archive formats by magic bytes', () => {
+  assert.equal(archiveFormat(Buffer.from('504b0304140000000800', 'hex')), 'zip');
+  assert.equal(archiveFormat(Buffer.from('504b0506', 'hex')), 'zip');
+  assert.equal(archiveFormat(Buffer.from('4d5343460000000012', 'hex')), 'cab');
+  assert.match((archiveFormat(Buffer.from('4d53434601000000', 'hex')) as { problem: string }).problem, /not a zip or cab/);
+  assert.match((archiveFormat(Buffer.from('377abcaf271c', 'hex')) as { problem: string }).problem, /7z/);
+  assert.match((archiveFormat(Buffer.from('1f8b0800', 'hex')) as { problem: string }).problem, /gzip/);
+  assert.match((archiveFormat(Buffer.alloc(0)) as { problem: string }).problem, /empty/);
 });

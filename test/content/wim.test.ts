@@ -8,6 +8,9 @@ import { readWimInfo } from '../../content/wim.ts';
 import { scanContent } from '../../content/scan.ts';
 import { silentLogger } from '../../server/log.ts';
 import { run, tempDir } from './helpers.ts';
+import { serverSection } from '../helpers.ts';
+import { loadConfigChecked } from '../../config/content-check.ts';
+import { ConfigError } from '../../config/load.ts';
 
 const t = tempDir('sb-wim-');
 const wim = join(t.dir, 'install.wim');
@@ -93,4 +96,38 @@ test('a wim package: default image by name, resolve by index or name, wrong imag
   assert.match(cat.problems().get('not-a-wim') ?? '', /not a WIM file|too short/);
   assert.throws(() => cat.resolveImage('bad-image'), /package "bad-image" is unavailable/);
   assert.throws(() => cat.resolveImage('nope'), /no content package "nope"/);
+});
+
+test('config: an apply-image step without image: on a multi-image WIM is an error at the step; a single-image WIM defaults to index 1', async () => {
+  const cfg = (pkg: string, step: string): string => `${serverSection()}
+packages:
+  win: { kind: wim, path: ${pkg} }
+sequences:
+  s:
+    steps:
+      - { type: reboot }
+      - ${step}
+`;
+  const file = join(t.dir, 'check.yaml');
+  const text = cfg(wim, '{ type: apply-image, package: win }');
+  writeFileSync(file, text);
+  // Where the step is written: its line, and the column of its "{".
+  const line = text.split('\n').findIndex((l) => l.includes('apply-image')) + 1;
+  await assert.rejects(loadConfigChecked(file), (e: Error) => {
+    assert.ok(e instanceof ConfigError);
+    assert.ok(e.message.includes(`check.yaml:${line}:9: `), e.message);
+    assert.match(
+      e.message,
+      /sequences\.s\.steps\[1\]\.image: package "win" has 2 images and the step names none; add image: with an index or name: 1 "Windows 11 Pro", 2 "Windows 11 Home"/,
+    );
+    return true;
+  });
+  writeFileSync(file, cfg(wim, '{ type: apply-image, package: win, image: 2 }'));
+  await loadConfigChecked(file);
+  writeFileSync(file, cfg(esd, '{ type: apply-image, package: win }'));
+  const ok = await loadConfigChecked(file);
+  const db = new DatabaseSync(':memory:');
+  const cat = await scanContent([{ id: 'win', kind: 'wim', path: esd }], { db, logger: silentLogger() });
+  assert.equal(cat.resolveImage('win').index, 1, 'the only image');
+  assert.ok(ok.sequences.s);
 });
