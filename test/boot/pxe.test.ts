@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfigText } from '../../config/load.ts';
-import { decidePxe } from '../../boot/pxe.ts';
+import { advertisedAddress, decidePxe, viaFromLocalAddress } from '../../boot/pxe.ts';
 import { renderIpxeScript, renderWinpeHook } from '../../boot/ipxe.ts';
 import { firmwareFromArch, archFromVendorClass } from '../../boot/firmware.ts';
 import type { BootPlan } from '../../boot/deployment.ts';
@@ -26,6 +26,12 @@ sequences:
   win: { profile: pe, steps: [{ type: command, run: x }] }
   winsb: { profile: pe-sb, steps: [{ type: command, run: x }] }
   lin: { profile: deb, steps: [{ type: command, run: x }] }
+machines:
+  hosts:
+    - { mac: "52:54:00:00:00:0a", sequence: win }
+    - { mac: "52:54:00:00:00:0b", sequence: winsb }
+    - { uuid: 4c4c4544-0000-0000-0000-00000000000b, sequence: winsb }
+    - { mac: "52:54:00:00:00:0c", action: local }
 `,
 );
 
@@ -93,7 +99,7 @@ test('Linux script: initrd=NAME for UEFI, templated command line, absolute URLs 
 });
 
 test('local and menu scripts; raw scripts keep iPXE variables', () => {
-  assert.match(renderIpxeScript(cfg, { kind: 'local', reason: 'deployment done' }, sctx), /# local boot: deployment done\n.*\nexit 1\n$/);
+  assert.match(renderIpxeScript(cfg, { kind: 'local', reason: 'deployment done' }, sctx), /# local boot: deployment done\niseq \$\{platform\} efi && goto local_efi \|\|\n[^]*\nsanboot --no-describe --drive 0x80 \|\|\n[^]*\n:local_efi\n.*\nexit 1\n$/);
   const m = renderIpxeScript(cfg, { kind: 'menu', reason: 'r' }, sctx);
   assert.match(m, /menu swarmboot\nitem e0 Disk\nitem e1 Debian\nchoose --timeout 30000 --default e0 selected/);
   assert.match(m, /:e1\nset tries:int32 0\n:e1_kernel\n/);
@@ -105,4 +111,55 @@ test('local and menu scripts; raw scripts keep iPXE variables', () => {
 test('the WinPE hook names the sequence URL for this machine', () => {
   const h = renderWinpeHook(sctx);
   assert.match(h, /set SWARMBOOT_SEQUENCE_URL=http:\/\/10\.0\.0\.1:8080\/api\/v1\/machines\/52:54:00:00:00:01\/sequence\r\n/);
+});
+
+const done: BootPlan = { kind: 'local', reason: 'deployment of winsb is done' };
+const withPxe = (pxe: string) =>
+  loadConfigText('/cfg/pxe2.yaml', `boot:\n  localBoot: { pxe: ${pxe} }\n  loaders: { bios: undionly.kpxe, uefi-x64: snponly.efi }\n  profiles: { sb: { type: winpe, dir: w, via: bootmgr } }\nsequences: { s: { profile: sb, steps: [{ type: command, run: x }] } }\nmachines: { hosts: [{ mac: "52:54:00:00:00:0b", sequence: s }] }\n`);
+
+test('a finished machine assigned a Secure Boot (bootmgr) profile is not offered iPXE at its firmware PXE request', () => {
+  for (const fw of ['uefi-x64', 'bios'] as const) {
+    const d = decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: fw }), cfg, done, ctx);
+    assert.equal(d.action, 'ignore', `${fw}: ${JSON.stringify(d)}`);
+    assert.match(d.reason, /deployment of winsb is done; profile pe-sb boots Windows Boot Manager \(Secure Boot\): no iPXE/);
+  }
+  // Matched by SMBIOS UUID (option 97) just the same.
+  const byUuid = decidePxe(facts({ mac: '52:54:00:00:00:99', uuid: '4c4c4544-0000-0000-0000-00000000000b', firmware: 'uefi-x64' }), cfg, done, ctx);
+  assert.equal(byUuid.action, 'ignore');
+  // While its deployment is pending it gets Windows Boot Manager, as before.
+  assert.equal((decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: 'uefi-x64' }), cfg, deploy('winsb'), ctx) as { bootFile: string }).bootFile, 'winpe-sb/boot/x64/bootmgfw.efi');
+});
+
+test('other finished machines get iPXE by default (auto), whose script boots the disk; iPXE itself always gets its script', () => {
+  const wimboot = decidePxe(facts({ mac: '52:54:00:00:00:0a', firmware: 'uefi-x64' }), cfg, { kind: 'local', reason: 'done' }, ctx);
+  assert.deepEqual(wimboot, { action: 'boot', bootFile: 'ipxe.efi', reason: 'local: done; loader for uefi-x64' });
+  const bios = decidePxe(facts({ mac: '52:54:00:00:00:0c', firmware: 'bios' }), cfg, { kind: 'local', reason: 'host entry (by mac): local boot' }, ctx);
+  assert.equal((bios as { bootFile: string }).bootFile, 'undionly.kpxe');
+  const ipxe = decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: 'uefi-x64', ipxe: true }), cfg, done, ctx);
+  assert.equal((ipxe as { bootFile: string }).bootFile, 'http://10.0.0.1:8080/boot/52-54-00-00-00-0b.ipxe', 'an iPXE that asks anyway is told to boot the disk');
+});
+
+test('boot.localBoot.pxe: silent answers no firmware with a local plan; ipxe answers even Secure Boot machines', () => {
+  const silent = withPxe('silent');
+  for (const mac of ['52:54:00:00:00:0b', '52:54:00:00:00:77']) {
+    const d = decidePxe(facts({ mac, firmware: 'bios' }), silent, { kind: 'local', reason: 'r' }, ctx);
+    assert.equal(d.action, 'ignore');
+    assert.match(d.reason, /boot\.localBoot\.pxe is silent/);
+  }
+  assert.equal(decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: 'uefi-x64' }), silent, deploy('s'), ctx).action, 'boot', 'deployments are answered');
+  assert.equal(decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: 'uefi-x64', ipxe: true }), silent, { kind: 'local', reason: 'r' }, ctx).action, 'boot', 'iPXE still gets its script');
+  const always = withPxe('ipxe');
+  assert.equal((decidePxe(facts({ mac: '52:54:00:00:00:0b', firmware: 'uefi-x64' }), always, done, ctx) as { bootFile: string }).bootFile, 'snponly.efi');
+});
+
+test('the address a request arrived on becomes a URL host only when it is an IP address', () => {
+  assert.equal(viaFromLocalAddress('10.1.2.3'), '10.1.2.3');
+  assert.equal(viaFromLocalAddress('::ffff:10.1.2.3'), '10.1.2.3');
+  assert.equal(viaFromLocalAddress('fd00::1'), '[fd00::1]');
+  for (const bad of [undefined, '', '0.0.0.0', '::', '300.1.1.1', 'fe80::1%eth0', 'evil.example/x', '10.1.2.3:80']) assert.equal(viaFromLocalAddress(bad), undefined, String(bad));
+  const withAddress = loadConfigText('/a.yaml', 'server: { address: 192.0.2.10 }\n');
+  assert.equal(advertisedAddress(withAddress, '10.1.2.3', '10.9.9.9'), '10.1.2.3', 'the address the machine reached wins over server.address');
+  assert.equal(advertisedAddress(withAddress, undefined, '10.9.9.9'), '192.0.2.10', 'server.address when the request address is not known');
+  assert.equal(advertisedAddress(cfg, '10.1.2.3', '10.9.9.9'), '10.1.2.3');
+  assert.equal(advertisedAddress(cfg, undefined, '10.9.9.9'), '10.9.9.9');
 });

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildPayload, defaultCacheDir, STEP_COUNT_AWK, type Payload } from './payload.ts';
-import { addPeer, addTap, createLab, destroyLab, exec, httpRequest, NODE, run, startSiteDhcp, type Lab, type LabProcess } from './lab.ts';
+import { addPeer, addTap, createLab, destroyLab, e2eSkip, exec, httpRequest, NODE, run, startSiteDhcp, type Lab, type LabProcess } from './lab.ts';
 import { runVm, type VmResult } from './qemu.ts';
 import { sequenceFor, type FakeServerConfig } from './fake-boot-server.ts';
 
@@ -28,6 +28,7 @@ function missing(): string | undefined {
   return undefined;
 }
 
+const SKIP = e2eSkip('harness.test.ts', missing());
 const PORT = 8080;
 const MAC = { bios: '52:54:00:e2:e0:01', uefi: '52:54:00:e2:e0:02' } as const;
 const UNKNOWN_MAC = '52:54:00:e2:e0:ff';
@@ -43,7 +44,7 @@ function sequencePrinted(serial: string): unknown {
   return JSON.parse(l.slice(b + 1, e).join('\n'));
 }
 
-describe('e2e lab: site DHCP server (addresses only) in its own namespace', { skip: missing(), timeout: 60_000 }, () => {
+describe('e2e lab: site DHCP server (addresses only) in its own namespace', { skip: SKIP, timeout: 60_000 }, () => {
   let lab: Lab | undefined;
   after(async () => { if (lab) await destroyLab(lab); });
 
@@ -58,7 +59,7 @@ describe('e2e lab: site DHCP server (addresses only) in its own namespace', { sk
   });
 });
 
-describe('e2e harness: real PXE firmware against dnsmasq + a fake HTTP API', { skip: missing(), timeout: 330_000 }, () => {
+describe('e2e harness: real PXE firmware against dnsmasq + a fake HTTP API', { skip: SKIP, timeout: 330_000 }, () => {
   let lab: Lab;
   let payload: Payload;
   let fake: LabProcess;

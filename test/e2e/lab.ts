@@ -11,8 +11,25 @@ import { chmodSync, createWriteStream, mkdtempSync, rmSync, writeFileSync, type 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
 
 const execFileP = promisify(execFile);
+
+/**
+ * The skip reason for an e2e suite whose prerequisites (root, tools, firmware files) are missing.
+ * With SWARMBOOT_E2E_REQUIRED=1 (set by .ci/run) a missing prerequisite is a failing test instead,
+ * so CI can never pass by skipping the real-firmware tests.
+ */
+export function e2eSkip(file: string, reason: string | undefined): string | undefined {
+  if (!reason) return undefined;
+  if (process.env.SWARMBOOT_E2E_REQUIRED === '1') {
+    test(`${file}: prerequisites`, () => {
+      assert.fail(`${reason}; SWARMBOOT_E2E_REQUIRED=1 makes this a failure instead of a skip`);
+    });
+  }
+  return reason;
+}
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 /** Node 24 from the project (the system node is older). */

@@ -30,6 +30,12 @@ export interface DhcpCfg {
   uuid?: string;
   ipxe?: boolean;
   iface?: string;
+  /**
+   * Beside a site DHCP server (swarmboot as ProxyDHCP): collect every OFFER, take the address from
+   * the one that has one, then ask the PXE offer's server on port 4011 for the boot file (PXE boot
+   * server discovery, as firmware does when the ProxyDHCP offer came on port 67).
+   */
+  proxy?: boolean;
 }
 
 export type DhcpReply = ReplySummary;
@@ -37,6 +43,10 @@ export type DhcpReply = ReplySummary;
 export interface DhcpResult {
   offer?: DhcpReply;
   ack?: DhcpReply;
+  /** proxy: every OFFER seen for the DISCOVER. */
+  offers?: DhcpReply[];
+  /** proxy: the ACK to the REQUEST sent to port 4011 of the PXE offer's server. */
+  pxeAck?: DhcpReply;
   error?: string;
 }
 
@@ -106,17 +116,27 @@ async function dhcp(cfg: DhcpCfg): Promise<DhcpResult> {
       // not for us
     }
   });
-  const send = (o: ClientOpts) => new Promise<void>((r, j) => sock.send(clientBuf(o), 67, '255.255.255.255', (e) => (e ? j(e) : r())));
-  const wait = async (type: number, ms: number) => {
+  const send = (o: ClientOpts, port = 67, to = '255.255.255.255') => new Promise<void>((r, j) => sock.send(clientBuf(o), port, to, (e) => (e ? j(e) : r())));
+  const wait = async (type: number, ms: number, fromPort?: number) => {
     const end = Date.now() + ms;
     while (Date.now() < end) {
-      const i = inbox.findIndex((m) => m.p.options.get(Opt.MESSAGE_TYPE)?.[0] === type);
+      const i = inbox.findIndex((m) => m.p.options.get(Opt.MESSAGE_TYPE)?.[0] === type && (fromPort === undefined || m.from.port === fromPort));
       if (i >= 0) return inbox.splice(i, 1)[0]!;
       await new Promise((r) => setTimeout(r, 20));
     }
     return undefined;
   };
   const out: DhcpResult = {};
+  if (cfg.proxy) {
+    try {
+      return await proxyDhcp(cfg, base, send, inbox, wait, iface, out);
+    } catch (e) {
+      out.error = (e as Error).message;
+      return out;
+    } finally {
+      sock.close();
+    }
+  }
   try {
     // Firmware repeats its DISCOVER (4 s, 8 s, …); a shorter rhythm keeps the test quick.
     let offer: { p: DhcpPacket; from: dgram.RemoteInfo } | undefined;
@@ -143,6 +163,55 @@ async function dhcp(cfg: DhcpCfg): Promise<DhcpResult> {
   } finally {
     sock.close();
   }
+  return out;
+}
+
+type Inbox = Array<{ p: DhcpPacket; from: dgram.RemoteInfo }>;
+
+async function proxyDhcp(
+  cfg: DhcpCfg,
+  base: ClientOpts,
+  send: (o: ClientOpts, port?: number, to?: string) => Promise<void>,
+  inbox: Inbox,
+  wait: (type: number, ms: number, fromPort?: number) => Promise<Inbox[number] | undefined>,
+  iface: string,
+  out: DhcpResult,
+): Promise<DhcpResult> {
+  const isPxe = (m: Inbox[number]) => m.p.options.get(Opt.VENDOR_CLASS)?.toString('latin1').startsWith('PXEClient') === true;
+  const offers: Inbox = [];
+  for (let i = 0; i < 4 && !(offers.some(isPxe) && offers.some((m) => m.p.yiaddr !== '0.0.0.0')); i++) {
+    await send(base);
+    const until = Date.now() + 1500;
+    while (Date.now() < until && !(offers.some(isPxe) && offers.some((m) => m.p.yiaddr !== '0.0.0.0'))) {
+      const m = await wait(MsgType.OFFER, until - Date.now());
+      if (m) offers.push(m);
+    }
+  }
+  out.offers = offers.map((m) => summary(m.p, m.from));
+  const addr = offers.find((m) => m.p.yiaddr !== '0.0.0.0');
+  const pxe = offers.find(isPxe);
+  if (!addr) throw new Error('no OFFER with an address');
+  if (!pxe) throw new Error('no ProxyDHCP (PXEClient) OFFER');
+  const sid = readIpOption(addr.p.options.get(Opt.SERVER_ID))!;
+  let ack: Inbox[number] | undefined;
+  for (let i = 0; i < 3 && !ack; i++) {
+    await send({ ...base, type: MsgType.REQUEST, serverId: sid, requestedIp: addr.p.yiaddr });
+    ack = await wait(MsgType.ACK, 1500);
+  }
+  if (!ack) throw new Error('no ACK from the address server');
+  out.ack = summary(ack.p, ack.from);
+  const prefix = (out.ack.mask ?? '255.255.255.0').split('.').reduce((n, o) => n + (Number(o).toString(2).match(/1/g)?.length ?? 0), 0);
+  execFileSync('ip', ['addr', 'flush', 'dev', iface]);
+  execFileSync('ip', ['addr', 'add', `${ack.p.yiaddr}/${prefix}`, 'dev', iface]);
+  // PXE boot server discovery: a REQUEST with our address, unicast to the ProxyDHCP server's port 4011.
+  const pxeServer = readIpOption(pxe.p.options.get(Opt.SERVER_ID)) ?? pxe.from.address;
+  let pxeAck: Inbox[number] | undefined;
+  for (let i = 0; i < 3 && !pxeAck; i++) {
+    await send({ ...base, type: MsgType.REQUEST, ciaddr: ack.p.yiaddr }, 4011, pxeServer);
+    pxeAck = await wait(MsgType.ACK, 1500, 4011);
+  }
+  if (!pxeAck) throw new Error(`no ACK from ${pxeServer}:4011`);
+  out.pxeAck = summary(pxeAck.p, pxeAck.from);
   return out;
 }
 

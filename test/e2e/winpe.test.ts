@@ -22,15 +22,18 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { addPeer, createLab, destroyLab, exec, httpRequest, NODE, ROOT, run, type Lab, type LabProcess } from './lab.ts';
+import { addPeer, addTap, createLab, destroyLab, e2eSkip, exec, httpRequest, NODE, ROOT, run, startSiteDhcp, type Lab, type LabProcess } from './lab.ts';
 import type { DhcpCfg, DhcpResult, ReadRequest, ReadResult } from './winpe-client.ts';
 import { renderWinpeshl } from '../../boot/ipxe.ts';
+import { startVm } from './qemu.ts';
 
 const TOKEN = 'e2e-winpe-admin-token-0123456789';
 const NET = '10.68.0';
 const SERVER = `${NET}.1`;
 const BASE = `http://${SERVER}:8080`;
-const MAC = { uefi: '52:54:00:77:00:07', bios: '52:54:00:77:00:08', wimboot: '52:54:00:77:00:09' } as const;
+const MAC = { uefi: '52:54:00:77:00:07', bios: '52:54:00:77:00:08', wimboot: '52:54:00:77:00:09', wimbootVm: '52:54:00:77:00:0a' } as const;
+/** The stand-in wimboot the real-iPXE test boots: a bzImage iPXE accepts for `kernel` and starts with `boot` (iPXE itself, as a Linux kernel). */
+const WIMBOOT_STANDIN = '/usr/lib/ipxe/ipxe.lkrn';
 const UUID = { uefi: '4c4c4544-0057-4910-8050-b7c04f574e31', bios: '4c4c4544-0057-4910-8050-b7c04f574e32' } as const;
 const MAX_WINDOW = 64;
 /** Windows Boot Manager's TFTP request options (blksize 1456, windowsize, Microsoft variable window). */
@@ -40,15 +43,24 @@ const MSFT_WINDOWS = [8, 16, 32, 64, 4, 1, 31, 48];
 
 function missing(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const t of ['ip', 'curl']) {
+  for (const t of ['ip', 'curl', 'qemu-system-x86_64', 'radvd']) {
     try {
       execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' });
     } catch {
       return `${t} is not installed (see .ci/apt/)`;
     }
   }
+  for (const f of [WIMBOOT_STANDIN, '/usr/lib/ipxe/qemu/pxe-e1000.rom']) {
+    try {
+      execFileSync('test', ['-e', f]);
+    } catch {
+      return `${f} is missing (see .ci/apt/e2e.txt)`;
+    }
+  }
   return undefined;
 }
+
+const SKIP = e2eSkip('winpe.test.ts', missing());
 
 /**
  * The TFTP root, as an admin lays it out on Linux: one `Boot` folder (Windows names it so on the
@@ -60,15 +72,17 @@ const FILES: Record<string, number> = {
   'winpe/Boot/pxeboot.n12': 26_730,
   'winpe/Boot/bootmgr.exe': 745_336,
   'winpe/Boot/BCD': 1456 * 180,
+  // One of the optional files Windows Boot Manager asks for; its siblings are left out on purpose.
+  'winpe/Boot/Fonts/segmono_boot.ttf': 42_912,
   'winpe/Boot/boot.sdi': 3_170_304,
   'winpe/sources/boot.wim': 24 * 1024 * 1024 + 777,
   'winpe/bootmgr': 413_738,
   'tools/wimboot': 61_440,
 };
 
-function config(): string {
+function config(mode: 'full' | 'proxy' = 'full', net = NET): string {
   return `server:
-  address: ${SERVER}
+  address: ${net}.1
   dataDir: data
   contentDir: content
   logLevel: debug
@@ -76,11 +90,11 @@ function config(): string {
   tftp: { enabled: true, root: tftp, port: 69, maxBlksize: 1456, maxWindowsize: ${MAX_WINDOW} }
   dhcp:
     enabled: true
-    mode: full
+    mode: ${mode}
     interfaces: [br0]
     ratePerMacPerMinute: 600
     pools:
-      - { subnet: ${NET}.0/24, rangeStart: ${NET}.100, rangeEnd: ${NET}.150, router: ${SERVER}, leaseSeconds: 600 }
+      - { subnet: ${net}.0/24, rangeStart: ${net}.100, rangeEnd: ${net}.150, router: ${net}.1, leaseSeconds: 600 }
 boot:
   loaders: { bios: undionly.kpxe, uefi-x64: snponly.efi }
   profiles:
@@ -110,15 +124,17 @@ machines:
     - { mac: "${MAC.uefi}", hostname: pe-uefi, sequence: winpe-tftp }
     - { mac: "${MAC.bios}", hostname: pe-bios, sequence: winpe-tftp }
     - { mac: "${MAC.wimboot}", hostname: pe-wimboot, sequence: winpe-http }
+    - { mac: "${MAC.wimbootVm}", hostname: pe-ipxe, sequence: winpe-http }
 `;
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { skip: missing(), timeout: 90_000 }, () => {
+describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { skip: SKIP, timeout: 180_000 }, () => {
   let lab: Lab;
   let daemon: LabProcess;
   const hashes = new Map<string, string>();
+  const sizes = new Map<string, number>();
 
   const client = async <T,>(ns: string, arg: { dhcp: DhcpCfg } | { tftp: { server: string; reads: ReadRequest[] } }): Promise<T> => {
     const out = await run(lab, ns, NODE, [path.join(ROOT, 'test/e2e/winpe-client.ts'), JSON.stringify(arg)], 60_000);
@@ -137,13 +153,19 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
     for (const m of body.matchAll(/^swarmboot_tftp_transfers_total\{outcome="(\w+)"\} (\d+)$/gm)) outcomes[m[1]!] = Number(m[2]);
     return { probes, outcomes };
   };
-  /** Counter changes since `before`: the probe counted as a probe, everything else as ok, nothing failed. */
-  const assertCounted = async (before: { probes: number; outcomes: Record<string, number> }, probes: number, ok: number): Promise<void> => {
+  /** Counter changes since `before`: the probe counted as a probe, everything else as ok (or a missing optional file), nothing failed. */
+  const assertCounted = async (before: { probes: number; outcomes: Record<string, number> }, probes: number, ok: number, notFound = 0): Promise<void> => {
     const now = await tftpCounters();
     const delta: Record<string, number> = {};
     for (const [k, v] of Object.entries(now.outcomes)) if (v !== (before.outcomes[k] ?? 0)) delta[k] = v - (before.outcomes[k] ?? 0);
     assert.equal(now.probes - before.probes, probes, 'swarmboot_tftp_probes_total counts the tsize probe');
-    assert.deepEqual(delta, { probe: probes, ok }, 'transfers by outcome: no failure, no timeout, no client error');
+    assert.deepEqual(delta, { probe: probes, ok, ...(notFound ? { not_found: notFound } : {}) }, 'transfers by outcome: no failure, no timeout, no client error');
+  };
+  /** An optional file that is not there: ERROR 1 at once (no resend, no timeout), so Windows Boot Manager moves on. */
+  const assertMissing = (r: ReadResult): void => {
+    assert.deepEqual(r.error, { code: 1, message: 'file not found' }, r.file);
+    assert.equal(r.resends, 0, `${r.file}: answered at the first request`);
+    assert.ok(r.ms < 1000, `${r.file}: refused in ${r.ms} ms`);
   };
   /** The TFTP transfers the daemon logged for one client address, in order: [name as sent (normalised), outcome]. */
   const loggedTransfers = (ip: string): Array<[string, string]> =>
@@ -152,20 +174,24 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
       .split('\n')
       .filter((l) => l.includes('"component":"tftp"') && l.includes(`"client":"${ip}:`) && /"outcome":/.test(l))
       .map((l) => JSON.parse(l) as { file: string; outcome: string })
-      .map((j) => [j.file, j.outcome]);
+      // Refusals log the name as sent (backslashes); transfers log it normalised.
+      .map((j) => [j.file.replace(/\\/g, '/').replace(/^\/+/, ''), j.outcome]);
   const why = () => `\n--- swarmboot (tail) ---\n${daemon.output().slice(-3000)}`;
 
   before(async () => {
-    lab = await createLab('winpe', { net: NET, ipv6: 'off' });
+    // radvd: the real-iPXE test's iPXE would wait ~15 s for a router advertisement without it.
+    lab = await createLab('winpe', { net: NET });
+    addTap(lab, 'tap0');
     const dir = path.join(lab.dir, 'swarmboot');
     const tftpRoot = path.join(dir, 'tftp');
     mkdirSync(path.join(dir, 'content'), { recursive: true });
     for (const [name, size] of Object.entries(FILES)) {
       const p = path.join(tftpRoot, name);
       mkdirSync(path.dirname(p), { recursive: true });
-      const bytes = randomBytes(size);
+      const bytes = name === 'tools/wimboot' ? readFileSync(WIMBOOT_STANDIN) : randomBytes(size);
       writeFileSync(p, bytes);
       hashes.set(name, sha256(bytes));
+      sizes.set(name, bytes.length);
     }
     writeFileSync(path.join(dir, 'swarmboot.yaml'), config());
     daemon = exec(lab, lab.srv, NODE, [path.join(ROOT, 'cli.ts'), 'serve', '--config', path.join(dir, 'swarmboot.yaml'), '--no-watch'], {
@@ -222,14 +248,21 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
       { file: bootfile, options: [['blksize', '1468'], ['tsize', '0']], abortAfterOack: { code: 8, message: 'User aborted the transfer' } },
       // … then the download itself.
       { file: bootfile, options: [['blksize', '1468'], ['windowsize', '4']] },
-      // bootmgfw.efi: the BCD at the option-252 path, then what the BCD names, as the admin typed it.
+      // bootmgfw.efi: the BCD at the option-252 path, its optional files (fonts, language
+      // resources: two missing, one present), then what the BCD names, as the admin typed it.
       { file: bcd, options: BOOTMGR_OPTS, msftWindows: MSFT_WINDOWS },
+      { file: '\\WinPE\\Boot\\Fonts\\wgl4_boot.ttf', options: BOOTMGR_OPTS },
+      { file: '\\WinPE\\Boot\\en-US\\bootmgr.exe.mui', options: BOOTMGR_OPTS },
+      { file: '\\WinPE\\Boot\\Fonts\\segmono_boot.ttf', options: BOOTMGR_OPTS, msftWindows: MSFT_WINDOWS },
       { file: '\\winpe\\Boot\\boot.sdi', options: BOOTMGR_OPTS, msftWindows: MSFT_WINDOWS },
       { file: '\\WINPE\\sources\\boot.wim', options: BOOTMGR_OPTS, msftWindows: MSFT_WINDOWS },
     ];
     const r = await client<ReadResult[]>(ns, { tftp: { server: d.ack!.siaddr, reads } });
 
-    const [probe, efi, bcdRead, sdi, wim] = r as [ReadResult, ReadResult, ReadResult, ReadResult, ReadResult];
+    const [probe, efi, bcdRead, wgl4, mui, segmono, sdi, wim] = r as [ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult];
+    assertMissing(wgl4);
+    assertMissing(mui);
+    assertBytes(segmono, 'winpe/Boot/Fonts/segmono_boot.ttf');
     assert.equal(probe.error, undefined);
     assert.deepEqual(probe.oack, { blksize: '1456', tsize: String(FILES['winpe/Boot/x64/bootmgfw.efi']) }, 'probe: size announced, blksize clamped to 1456');
     assert.equal(probe.size, 0);
@@ -248,10 +281,13 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
       ['WinPE/boot/x64/bootmgfw.efi', 'probe'],
       ['WinPE/boot/x64/bootmgfw.efi', 'ok'],
       ['WinPE/Boot/BCD', 'ok'],
+      ['WinPE/Boot/Fonts/wgl4_boot.ttf', 'not_found'],
+      ['WinPE/Boot/en-US/bootmgr.exe.mui', 'not_found'],
+      ['WinPE/Boot/Fonts/segmono_boot.ttf', 'ok'],
       ['winpe/Boot/boot.sdi', 'ok'],
       ['WINPE/sources/boot.wim', 'ok'],
     ], why());
-    await assertCounted(counted, 1, 4);
+    await assertCounted(counted, 1, 5, 2);
   });
 
   test('BIOS: DHCP hands out pxeboot.n12 + option 252; PXE ROM probes (ERROR 0) and fetches it; bootmgr.exe, BCD, boot.sdi, boot.wim with RFC 7440 windows', async () => {
@@ -277,12 +313,14 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
           { file: d.ack!.file, options: [['blksize', '1456']] },
           { file: 'WinPE\\boot\\bootmgr.exe', options: [['blksize', '1456'], ['tsize', '0']] },
           { file: d.ack!.bcdPath!, options: [['blksize', '1456'], ['tsize', '0']] },
+          { file: '\\WinPE\\Boot\\en-US\\bootmgr.exe.mui', options: [['blksize', '1456'], ['tsize', '0']] },
           { file: '\\WinPE\\BOOT\\BOOT.SDI', options: win },
           { file: '\\winpe\\Sources\\Boot.wim', options: win },
         ],
       },
     });
-    const [probe, n12, bootmgr, bcd, sdi, wim] = r as [ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult];
+    const [probe, n12, bootmgr, bcd, mui, sdi, wim] = r as [ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult, ReadResult];
+    assertMissing(mui);
     assert.equal(probe.error, undefined);
     assert.deepEqual(probe.oack, { tsize: String(FILES['winpe/Boot/pxeboot.n12']), blksize: '1456' });
     assertBytes(n12, 'winpe/Boot/pxeboot.n12');
@@ -300,10 +338,11 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
       ['WinPE/boot/pxeboot.n12', 'ok'],
       ['WinPE/boot/bootmgr.exe', 'ok'],
       ['WinPE/Boot/BCD', 'ok'],
+      ['WinPE/Boot/en-US/bootmgr.exe.mui', 'not_found'],
       ['WinPE/BOOT/BOOT.SDI', 'ok'],
       ['winpe/Sources/Boot.wim', 'ok'],
     ], why());
-    await assertCounted(counted, 1, 5);
+    await assertCounted(counted, 1, 5, 1);
   });
 
   test('iPXE + wimboot over HTTP: the script is handed out by DHCP, marks the deployment booting, and every URL it names serves the right bytes (curl)', async () => {
@@ -354,7 +393,7 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
       const src = fromRoot[l.name];
       if (src) {
         assert.ok(l.url.startsWith(`${BASE}/tftp/`), l.url);
-        assert.equal(got.bytes.length, FILES[src], `${l.name}: size`);
+        assert.equal(got.bytes.length, sizes.get(src), `${l.name}: size`);
         assert.equal(sha256(got.bytes), hashes.get(src), `${l.name}: the bytes of ${src}`);
       } else if (l.name === 'winpeshl.ini') {
         assert.equal(got.bytes.toString('latin1'), renderWinpeshl());
@@ -377,4 +416,106 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
     assert.equal(body.sequence, 'winpe-http');
     assert.equal(body.steps.length, 1);
   });
+  test('real iPXE (SeaBIOS + iPXE ROM) runs the wimboot script: every file fetched once, in order, the injected ones included, and boot hands over to the stand-in wimboot', { timeout: 120_000 }, async () => {
+    const mac = MAC.wimbootVm;
+    const hy = mac.replace(/:/g, '-');
+    const from = daemon.output().length;
+    const vm = startVm({ lab, tap: 'tap0', firmware: 'bios', mac, serialLog: path.join(lab.dir, 'wimboot-vm.serial.log'), timeoutMs: 110_000 });
+    const since = () => daemon.output().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; url?: string; status?: number });
+    const started = Date.now();
+    try {
+      // The last file, then 12 s without another request: had `boot` failed, the script's failure
+      // path would have fetched the script again after its 10 s pause.
+      let lastAt = 0;
+      for (;;) {
+        const n = since().filter((l) => l.msg === 'request').length;
+        const done = since().some((l) => l.msg === 'request' && l.url === `/boot/${hy}/swarmboot.cmd`);
+        if (done && !lastAt) lastAt = Date.now();
+        if (lastAt && n > 8) break;
+        if (lastAt && Date.now() - lastAt > 12_000) break;
+        assert.ok(Date.now() - started < 90_000, `iPXE did not get through the script${why()}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    } finally {
+      await vm.kill();
+    }
+    const requests = since().filter((l) => l.msg === 'request').map((l) => `${l.status} ${l.url}`);
+    const first = requests.indexOf(`200 /boot/${hy}/swarmboot.cmd`);
+    assert.deepEqual(requests.slice(0, first + 1), [
+      `200 /boot/${hy}.ipxe`,
+      '200 /tftp/tools/wimboot',
+      '200 /tftp/WinPE/bootmgr',
+      '200 /tftp/WinPE/Boot/BCD',
+      '200 /tftp/WinPE/Boot/boot.sdi',
+      '200 /tftp/WinPE/sources/boot.wim',
+      `200 /boot/${hy}/winpeshl.ini`,
+      `200 /boot/${hy}/swarmboot.cmd`,
+    ], why());
+    assert.equal(requests.length, first + 1, `nothing after the last file: boot did not fail back into the script\n${requests.join('\n')}`);
+    const m = await admin(`/api/v1/machines/${mac}`);
+    assert.equal(m.deployment.state, 'booting', 'serving the script marked it booting');
+  });
+});
+
+describe('WinPE through Windows Boot Manager beside the site DHCP server (swarmboot as ProxyDHCP)', { skip: SKIP, timeout: 90_000 }, () => {
+  const net = '10.71.0';
+  let lab: Lab;
+  let daemon: LabProcess;
+  const bootfile = { uefi: 'WinPE/boot/x64/bootmgfw.efi', bios: 'WinPE/boot/pxeboot.n12' } as const;
+  const why = () => `\n--- swarmboot (tail) ---\n${daemon.output().slice(-3000)}`;
+
+  before(async () => {
+    lab = await createLab('winpe-proxy', { net, ipv6: 'off' });
+    await startSiteDhcp(lab, { range: [100, 150] });
+    const dir = path.join(lab.dir, 'swarmboot');
+    for (const name of ['winpe/Boot/x64/bootmgfw.efi', 'winpe/Boot/pxeboot.n12']) {
+      mkdirSync(path.dirname(path.join(dir, 'tftp', name)), { recursive: true });
+      writeFileSync(path.join(dir, 'tftp', name), randomBytes(20_000));
+    }
+    mkdirSync(path.join(dir, 'content'), { recursive: true });
+    writeFileSync(path.join(dir, 'swarmboot.yaml'), config('proxy', net));
+    daemon = exec(lab, lab.srv, NODE, [path.join(ROOT, 'cli.ts'), 'serve', '--config', path.join(dir, 'swarmboot.yaml'), '--no-watch'], {
+      label: 'swarmboot-winpe-proxy',
+      env: { ...process.env, SWARMBOOT_ADMIN_TOKEN: TOKEN, NODE_NO_WARNINGS: '1' },
+    });
+    await daemon.waitFor(/"msg":"swarmboot started"/, 30_000);
+  });
+
+  after(async () => {
+    if (lab) await destroyLab(lab);
+  });
+
+  for (const fw of ['uefi', 'bios'] as const) {
+    test(`${fw}: the ProxyDHCP OFFER (port 67) and the boot server ACK (port 4011) carry ${bootfile[fw]} and option 252; the site server gives the address`, async () => {
+      const ns = addPeer(lab, `px${fw}`);
+      const out = await run(lab, ns, NODE, [path.join(ROOT, 'test/e2e/winpe-client.ts'), JSON.stringify({ dhcp: { mac: MAC[fw], arch: fw === 'uefi' ? 7 : 0, vendorClass: `PXEClient:Arch:0000${fw === 'uefi' ? 7 : 0}:UNDI:003016`, uuid: UUID[fw], proxy: true } })], 60_000);
+      const d = JSON.parse(out) as DhcpResult;
+      assert.equal(d.error, undefined, `${out}${why()}`);
+      const site = d.offers!.filter((o) => o.yiaddr !== '0.0.0.0');
+      const proxy = d.offers!.filter((o) => o.vendorClass === 'PXEClient');
+      // One ProxyDHCP offer per DISCOVER: the client repeats its DISCOVER while the site server (which pings first) is slower.
+      assert.ok(proxy.length >= 1, out);
+      assert.ok(site.length >= 1 && site.every((o) => o.from === `${net}.2` && o.bcdPath === undefined && !o.bootfile), `the site server's offer is addresses only: ${out}`);
+      for (const p of proxy) {
+        assert.equal(p.from, `${net}.1`);
+        assert.equal(p.yiaddr, '0.0.0.0', 'ProxyDHCP never offers an address');
+        assert.equal(p.siaddr, `${net}.1`);
+        assert.equal(p.bootfile, bootfile[fw]);
+        assert.equal(p.bcdPath, '\\WinPE\\Boot\\BCD', 'option 252 in the ProxyDHCP offer');
+      }
+      const p = proxy[0]!;
+      assert.equal(d.ack!.from, `${net}.2`);
+      const ack = d.pxeAck!;
+      assert.equal(ack.fromPort, 4011);
+      assert.equal(ack.bootfile, bootfile[fw]);
+      assert.equal(ack.bcdPath, '\\WinPE\\Boot\\BCD', 'option 252 in the boot server ACK');
+      // The firmware then fetches the boot program from siaddr.
+      const reads = await run(lab, ns, NODE, [path.join(ROOT, 'test/e2e/winpe-client.ts'), JSON.stringify({ tftp: { server: p.siaddr, reads: [{ file: p.bootfile, options: [['blksize', '1456']] }] } })], 60_000);
+      const [r] = JSON.parse(reads) as ReadResult[];
+      assert.equal(r!.error, undefined, reads);
+      assert.equal(r!.size, 20_000);
+      const m = await httpRequest(lab, lab.srv, `http://${net}.1:8080/api/v1/machines/${MAC[fw]}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.equal((JSON.parse(m.body) as { deployment: { state: string } }).deployment.state, 'booting', m.body);
+    });
+  }
 });
