@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /** The `swarmboot` command. */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError } from './config/load.ts';
+import { ConfigError, loadConfig } from './config/load.ts';
 import { loadConfigChecked } from './config/content-check.ts';
 import { createLogger } from './server/log.ts';
 import { startDaemon } from './server/daemon.ts';
+import { VERSION } from './server/version.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The project root, whether running from sources or from dist/. */
@@ -22,6 +22,9 @@ Usage:
   swarmboot content scan --config FILE
                                     hash every content package (unchanged files are not hashed
                                     again), list WIM images, report packages that cannot be served
+  swarmboot backup --config FILE OUT
+                                    copy the state database (machines, deployments, events,
+                                    leases, hashes) to OUT while the daemon runs
   swarmboot demo                    create a small demo content set and serve config/example.yaml
   swarmboot --help | --version
 
@@ -29,10 +32,6 @@ Ports 67, 69 and 4011 (DHCP, TFTP, PXE) need root or CAP_NET_BIND_SERVICE.
 Admin API token: SWARMBOOT_ADMIN_TOKEN, server.adminTokenFile, server.adminToken, or generated
 into <dataDir>/admin.token on first start.
 `;
-
-function version(): string {
-  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
-}
 
 async function serve(configFile: string, watch = true): Promise<number> {
   const logger = createLogger();
@@ -116,6 +115,39 @@ async function contentScan(file: string): Promise<number> {
   return cat.problems().size > 0 ? 1 : 0;
 }
 
+/** An online copy of the state database: consistent even while the daemon writes (SQLite's backup API). */
+async function backup(file: string, out: string): Promise<number> {
+  let cfg;
+  try {
+    cfg = loadConfig(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  const { openDatabase, DB_FILE } = await import('./state/db.ts');
+  const { backup: sqliteBackup } = await import('node:sqlite');
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(join(cfg.server.dataDir, DB_FILE))) {
+    process.stderr.write(`swarmboot backup: no state database in ${cfg.server.dataDir} yet\n`);
+    return 1;
+  }
+  if (existsSync(out)) {
+    process.stderr.write(`swarmboot backup: ${out} exists; give a new file name\n`);
+    return 1;
+  }
+  const db = openDatabase(cfg.server.dataDir);
+  try {
+    const pages = await sqliteBackup(db, resolve(out));
+    process.stdout.write(`${resolve(out)}: ${pages} pages copied from ${join(cfg.server.dataDir, DB_FILE)}\n`);
+  } finally {
+    db.close();
+  }
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -129,7 +161,7 @@ async function main(argv: string[]): Promise<number> {
   });
   const [cmd, ...rest] = positionals;
   if (values.version) {
-    process.stdout.write(`${version()}\n`);
+    process.stdout.write(`${VERSION}\n`);
     return 0;
   }
   if (values.help || !cmd || cmd === 'help') {
@@ -160,6 +192,15 @@ async function main(argv: string[]): Promise<number> {
         return 64;
       }
       return contentScan(file);
+    }
+    case 'backup': {
+      const file = values.config;
+      const out = rest[0];
+      if (!file || !out) {
+        process.stderr.write('usage: swarmboot backup --config FILE OUT\n');
+        return 64;
+      }
+      return backup(file, out);
     }
     case 'demo': {
       const { createDemo } = await import('./server/demo.ts');

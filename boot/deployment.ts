@@ -5,7 +5,8 @@
  * a bumped `deployment` key) or an admin's redeploy starts another deployment.
  *
  *   (none) ──assigned──▶ pending ──boot handed out──▶ booting ──step started──▶ running(N)
- *   running(N) ──last step finished──▶ done          running(N) ──step failed──▶ failed
+ *   running(N) ──last step finished (or failed with continueOnError)──▶ done
+ *   running(N) ──step failed──▶ failed
  *   done / failed ──redeploy or new assignment──▶ pending
  */
 import type { Assignment } from './assign.ts';
@@ -127,7 +128,16 @@ export function applyEvent(rec: DeploymentRecord | undefined, seq: SequenceDef |
     }
     case 'step-failed':
       next.step = ev.step!;
-      if (step?.continueOnError) return { ok: true, record: { ...next, state: 'running' }, finished: false, summary: `${label} failed (continueOnError)` };
+      if (step?.continueOnError) {
+        // The sequence goes on past this step; when it was the last one, the deployment is over and
+        // must be done, or the next PXE boot would hand the whole sequence out again.
+        if (ev.step === seq.steps.length - 1) {
+          next.state = 'done';
+          next.resume = null;
+          return { ok: true, record: next, finished: true, summary: `${label} failed (continueOnError); deployment done with errors` };
+        }
+        return { ok: true, record: { ...next, state: 'running' }, finished: false, summary: `${label} failed (continueOnError)` };
+      }
       next.state = 'failed';
       next.resume = null;
       return { ok: true, record: next, finished: true, summary: `${label} failed${ev.message ? `: ${ev.message}` : ''}` };

@@ -5,6 +5,7 @@
  */
 import type { SequenceDef, Vars } from '../config/load.ts';
 import { renderTemplate } from '../config/template.ts';
+import { splitModels } from '../content/models.ts';
 
 export interface PackageFile {
   /** Path inside the package, `/`-separated. */
@@ -95,6 +96,8 @@ export function resolveSequence(
   };
   return seq.steps.map((s, index): ResolvedStep => {
     const base = { index, type: s.type, name: s.name ?? s.type, continueOnError: s.continueOnError ?? false };
+    // `{{ step }}` is the index of the step whose text is rendered (what its progress events carry).
+    const stepVars: Vars = { ...vars, step: String(index) };
     switch (s.type) {
       case 'apply-image': {
         const p = pkg(s.package, index);
@@ -106,13 +109,15 @@ export function resolveSequence(
         if (s.package !== 'auto') return { ...base, package: pkg(s.package, index) };
         if (!opts.model) return { ...base, package: null, note: 'the machine did not report its model (pass ?model=)' };
         const chosen = content.driversFor(opts.model);
-        if (!chosen) return { ...base, package: null, note: `no driver package lists model "${opts.model}"` };
-        return { ...base, package: pkg(chosen, index), note: `chosen for model "${opts.model}"` };
+        // Several SMBIOS strings travel one per line (content/models.ts joinModels).
+        const shown = splitModels(opts.model).map((m) => `"${m}"`).join(' / ');
+        if (!chosen) return { ...base, package: null, note: `no driver package lists model ${shown}` };
+        return { ...base, package: pkg(chosen, index), note: `chosen for model ${shown}` };
       }
       case 'install-package':
-        return { ...base, package: pkg(s.package, index), ...(s.command ? { command: renderTemplate(s.command, vars) } : {}) };
+        return { ...base, package: pkg(s.package, index), ...(s.command ? { command: renderTemplate(s.command, stepVars) } : {}) };
       case 'command':
-        return { ...base, run: renderTemplate(s.run, vars) };
+        return { ...base, run: renderTemplate(s.run, stepVars) };
       case 'reboot':
         return { ...base, into: s.into ?? 'local' };
     }

@@ -6,13 +6,18 @@
 import { BUILTIN_VARIABLES, type HostSite, type LoadedConfig } from './load.ts';
 import { formatPath, type ConfigIssue, type Location, type PathSeg } from './yaml-source.ts';
 import { templateVariables } from './template.ts';
+import { wasSetAside, type SetAside } from './set-aside.ts';
 
 export function crossCheck(
   cfg: LoadedConfig,
   at: (path: PathSeg[], keyOf?: string) => Location,
   hostSites: HostSite[],
+  aside?: SetAside,
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
+  /** A reference to something whose definition had its own error is not reported again. */
+  const defined = { packages: cfg.packages, sequences: cfg.sequences, profiles: cfg.profiles, groups: cfg.groups };
+  const missing = (set: keyof typeof defined, name: string) => !Object.hasOwn(defined[set], name) && !wasSetAside(aside, set, name);
   const add = (path: PathSeg[], message: string, where?: Location) => issues.push({ ...(where ?? at(path)), key: formatPath(path), message });
   const hostAt = (i: number, sub: PathSeg[]) => {
     const site = hostSites[i]!;
@@ -27,7 +32,7 @@ export function crossCheck(
   // --- sequences
   for (const [name, seq] of Object.entries(cfg.sequences)) {
     const base: PathSeg[] = ['sequences', name];
-    if (seq.profile && !cfg.profiles[seq.profile]) add([...base, 'profile'], `boot profile "${seq.profile}" does not exist; defined: ${list(names(cfg.profiles))}`);
+    if (seq.profile && missing('profiles', seq.profile)) add([...base, 'profile'], `boot profile "${seq.profile}" does not exist; defined: ${list(names(cfg.profiles))}`);
     for (const v of Object.keys(seq.variables)) {
       if (builtins.has(v)) add([...base, 'variables', v], `"${v}" is a built-in variable and cannot be redefined`);
     }
@@ -36,11 +41,11 @@ export function crossCheck(
       const sp: PathSeg[] = [...base, 'steps', i];
       if ('package' in step && step.package !== 'auto') {
         const pkg = cfg.packages[step.package];
-        if (!pkg) add([...sp, 'package'], `package "${step.package}" does not exist; defined: ${list(names(cfg.packages))}`);
-        else if (step.type === 'apply-image' && pkg.kind !== 'wim') add([...sp, 'package'], `apply-image needs a package of kind wim; "${step.package}" is ${pkg.kind}`);
-        else if (step.type === 'drivers' && pkg.kind !== 'drivers') add([...sp, 'package'], `drivers needs a package of kind drivers; "${step.package}" is ${pkg.kind}`);
+        if (!pkg && missing('packages', step.package)) add([...sp, 'package'], `package "${step.package}" does not exist; defined: ${list(names(cfg.packages))}`);
+        else if (pkg && step.type === 'apply-image' && pkg.kind !== 'wim') add([...sp, 'package'], `apply-image needs a package of kind wim; "${step.package}" is ${pkg.kind}`);
+        else if (pkg && step.type === 'drivers' && pkg.kind !== 'drivers') add([...sp, 'package'], `drivers needs a package of kind drivers; "${step.package}" is ${pkg.kind}`);
       }
-      if (step.type === 'drivers' && step.package === 'auto' && !Object.values(cfg.packages).some((p) => p.kind === 'drivers' && p.models.length > 0)) {
+      if (step.type === 'drivers' && step.package === 'auto' && !aside?.packages.size && !Object.values(cfg.packages).some((p) => p.kind === 'drivers' && p.models.length > 0)) {
         add([...sp, 'package'], 'package "auto" picks drivers by model, but no drivers package lists any models');
       }
       const texts: Array<[string, string | undefined]> = [
@@ -70,12 +75,13 @@ export function crossCheck(
     } else if (p.type === 'ipxe') texts.push([['script'], p.script]);
     for (const [sub, text] of texts) {
       for (const v of templateVariables(text)) {
-        if (!declared.has(v)) add(['boot', 'profiles', name, ...sub], `variable "${v}" is not defined anywhere; built-ins: ${BUILTIN_VARIABLES.join(', ')}`);
+        if (v === 'step') add(['boot', 'profiles', name, ...sub], 'variable "step" is only known inside the steps of a sequence');
+        else if (!declared.has(v) && !aside?.variables) add(['boot', 'profiles', name, ...sub], `variable "${v}" is not defined anywhere; built-ins: ${BUILTIN_VARIABLES.join(', ')}`);
       }
     }
   }
   cfg.menu?.entries.forEach((e, i) => {
-    if (e.profile !== 'local' && !cfg.profiles[e.profile]) add(['boot', 'menu', 'entries', i, 'profile'], `boot profile "${e.profile}" does not exist; use one of: ${list(['local', ...names(cfg.profiles)])}`);
+    if (e.profile !== 'local' && missing('profiles', e.profile)) add(['boot', 'menu', 'entries', i, 'profile'], `boot profile "${e.profile}" does not exist; use one of: ${list(['local', ...names(cfg.profiles)])}`);
   });
 
   // --- default rule
@@ -87,7 +93,7 @@ export function crossCheck(
   const prefixOwner = new Map<string, string>();
   for (const [name, g] of Object.entries(cfg.groups)) {
     const gp: PathSeg[] = ['machines', 'groups', name];
-    if (g.sequence && !cfg.sequences[g.sequence]) add([...gp, 'sequence'], `sequence "${g.sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
+    if (g.sequence && missing('sequences', g.sequence)) add([...gp, 'sequence'], `sequence "${g.sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
     if (g.action) checkAction(gp, g.action, g.sequence);
     g.macPrefixes.forEach((p, i) => {
       const owner = prefixOwner.get(p);
@@ -147,12 +153,12 @@ export function crossCheck(
       if (cfg.server.dhcp.mode === 'full' && cfg.server.dhcp.pools.length > 0 && !inPool(h.ip)) report(['ip'], `address ${h.ip} is in no subnet of server.dhcp.pools`);
     }
     const group = h.group ? cfg.groups[h.group] : undefined;
-    if (h.group && !group) report(['group'], `group "${h.group}" does not exist; defined: ${list(names(cfg.groups))}`);
-    if (h.sequence && !cfg.sequences[h.sequence]) report(['sequence'], `sequence "${h.sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
+    if (h.group && missing('groups', h.group)) report(['group'], `group "${h.group}" does not exist; defined: ${list(names(cfg.groups))}`);
+    if (h.sequence && missing('sequences', h.sequence)) report(['sequence'], `sequence "${h.sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
     const action = h.action ?? (h.sequence ? 'sequence' : group?.action ?? (group?.sequence ? 'sequence' : undefined));
     const sequence = h.sequence ?? group?.sequence;
-    if (h.action === 'sequence' && !sequence) report(['action'], 'action "sequence" needs a sequence (on the host or its group)');
-    if (h.action === 'menu' && !cfg.menu) report(['action'], 'action "menu" needs boot.menu to be configured');
+    if (h.action === 'sequence' && !sequence && !(h.group && wasSetAside(aside, 'groups', h.group))) report(['action'], 'action "sequence" needs a sequence (on the host or its group)');
+    if (h.action === 'menu' && !cfg.menu && !aside?.menu) report(['action'], 'action "menu" needs boot.menu to be configured');
     if (action === 'sequence' && sequence && cfg.sequences[sequence]) {
       const have: Record<string, string> = { ...(group?.variables ?? {}), ...h.variables, ...(h.hostname ? { hostname: h.hostname } : {}) };
       for (const [v, dflt] of Object.entries(cfg.sequences[sequence].variables)) {
@@ -166,8 +172,8 @@ export function crossCheck(
   function checkAction(path: PathSeg[], action: string, sequence: string | undefined) {
     if (action === 'sequence' && !sequence) add([...path, 'action'], 'action "sequence" needs a "sequence" key naming the task sequence');
     if (action !== 'sequence' && sequence && path[1] === 'default') add([...path, 'sequence'], `"sequence" is only used with action "sequence" (action is "${action}")`);
-    if (sequence && !cfg.sequences[sequence] && path[1] === 'default') add([...path, 'sequence'], `sequence "${sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
-    if (action === 'menu' && !cfg.menu) add([...path, 'action'], 'action "menu" needs boot.menu to be configured');
+    if (sequence && missing('sequences', sequence) && path[1] === 'default') add([...path, 'sequence'], `sequence "${sequence}" does not exist; defined: ${list(names(cfg.sequences))}`);
+    if (action === 'menu' && !cfg.menu && !aside?.menu) add([...path, 'action'], 'action "menu" needs boot.menu to be configured');
   }
 
   function checkRequiredVars(path: PathSeg[], sequence: string, have: Record<string, string>, where: string) {

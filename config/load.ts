@@ -6,11 +6,14 @@ import { createHash } from 'node:crypto';
 import { readdirSync, existsSync, statSync } from 'node:fs';
 import { dirname, resolve, basename, join, isAbsolute } from 'node:path';
 import { ConfigSchema, HostListSchema, type RawConfig, type RawHost, type RawStep, type MachineAction, type RawProfile, type VariableValue } from './schema.ts';
-import { validateAgainst } from './validate.ts';
+import { validateDetailed } from './validate.ts';
+import { emptySetAside, invalidHostIndices, setAsideConfig } from './set-aside.ts';
 import { YamlSource, formatIssue, formatPath, type ConfigIssue, type Location, type PathSeg } from './yaml-source.ts';
 import { normalizeMac, normalizeMacPrefix, normalizeUuid } from './mac.ts';
 import { crossCheck } from './cross-check.ts';
 import { parseRate } from './rate.ts';
+import { menuProblems } from '../server/dhcp/pxe-menu.ts';
+import type { PxeMenu } from '../server/dhcp/types.ts';
 
 export type { ConfigIssue, Location };
 
@@ -94,6 +97,8 @@ export interface ServerSettings {
     pools: Array<{ subnet: string; rangeStart: string; rangeEnd: string; router?: string; dns: string[]; domain?: string; leaseSeconds: number }>;
     unknownArch: 'ignore' | 'bios' | 'uefi-x64';
     ratePerMacPerMinute: number;
+    /** The PXE ROM boot menu (server/dhcp/pxe-menu.ts). */
+    pxeMenu?: PxeMenu;
   };
 }
 
@@ -107,6 +112,8 @@ export interface LoadedConfig {
   server: ServerSettings;
   loaders: Partial<Record<'bios' | 'uefi-x64' | 'uefi-ia32' | 'uefi-arm64' | 'uefi-http-x64' | 'uefi-http-arm64', string>>;
   profiles: Record<string, RawProfile>;
+  /** How machines boot their local disk (see boot.localBoot in config/schema.ts). */
+  localBoot: { bios: 'sanboot' | 'exit'; biosDrive: number; uefi: 'exit'; pxe: 'auto' | 'ipxe' | 'silent' };
   menu?: { title: string; timeoutSeconds: number; entries: Array<{ label: string; profile: string }> };
   packages: Record<string, PackageDef>;
   sequences: Record<string, SequenceDef>;
@@ -153,9 +160,18 @@ export function loadConfigText(file: string, text: string): LoadedConfig {
 function loadFromSource(src: YamlSource): LoadedConfig {
   const issues: ConfigIssue[] = [...src.syntaxIssues()];
   if (issues.length) throw new ConfigError(issues);
-  const raw = (src.toJS() ?? {}) as RawConfig;
-  issues.push(...validateAgainst(ConfigSchema, raw, src));
-  if (issues.length) throw new ConfigError(issues);
+  let raw = (src.toJS() ?? {}) as RawConfig;
+  // Every problem in one run: the invalid parts are set aside and the rest is still checked.
+  const aside = emptySetAside();
+  const checked = validateDetailed(ConfigSchema, raw, src);
+  if (checked.issues.length) {
+    issues.push(...checked.issues);
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(issues);
+    raw = structuredClone(raw);
+    setAsideConfig(raw as Record<string, unknown>, checked.invalid, aside);
+    // What is left must be valid, or the checks below could read values of the wrong type.
+    if (validateDetailed(ConfigSchema, raw, src).issues.length) throw new ConfigError(issues);
+  }
 
   const baseDir = dirname(src.file);
   const sources: YamlSource[] = [src];
@@ -167,6 +183,7 @@ function loadFromSource(src: YamlSource): LoadedConfig {
 
   // Hosts in the main file, then those of included files, in order: indices are stable.
   (raw.machines?.hosts ?? []).forEach((h, i) => {
+    if (aside.hosts.has(i)) return;
     hostSites.push({ src, path: ['machines', 'hosts', i] });
     hosts.push(hostEntry(h, hosts.length, at(['machines', 'hosts', i])));
   });
@@ -190,13 +207,20 @@ function loadFromSource(src: YamlSource): LoadedConfig {
         issues.push(...syn);
         continue;
       }
-      const list = inc.toJS() ?? [];
-      const errs = validateAgainst(HostListSchema, list, inc);
-      if (errs.length) {
-        issues.push(...errs);
-        continue;
+      let list = inc.toJS() ?? [];
+      const inv = validateDetailed(HostListSchema, list, inc);
+      let skip = new Set<number>();
+      if (inv.issues.length) {
+        issues.push(...inv.issues);
+        aside.variables = true;
+        if (!Array.isArray(list)) continue;
+        list = structuredClone(list);
+        const bad = invalidHostIndices(list as unknown[], inv.invalid);
+        if (bad === 'all') continue;
+        skip = bad;
       }
       (list as RawHost[]).forEach((h, j) => {
+        if (skip.has(j)) return;
         hostSites.push({ src: inc, path: [j] });
         hosts.push(hostEntry(h, hosts.length, inc.locate([j])));
       });
@@ -247,8 +271,22 @@ function loadFromSource(src: YamlSource): LoadedConfig {
       })),
       unknownArch: s.dhcp?.unknownArch ?? 'ignore',
       ratePerMacPerMinute: s.dhcp?.ratePerMacPerMinute ?? 30,
+      ...(s.dhcp?.pxeMenu
+        ? {
+            pxeMenu: {
+              prompt: s.dhcp.pxeMenu.prompt ?? 'Press F8 for the boot menu',
+              timeoutSeconds: s.dhcp.pxeMenu.timeoutSeconds ?? 5,
+              items: s.dhcp.pxeMenu.items.map((it) => ({ ...it, ...(typeof it.bootfile === 'object' ? { bootfile: { ...it.bootfile } } : {}) })),
+            },
+          }
+        : {}),
     },
   };
+  // What the schema cannot say: one of boot/bootfile per item, and the menu fits in option 43.
+  for (const p of server.dhcp.pxeMenu ? menuProblems(server.dhcp.pxeMenu) : []) {
+    const path: PathSeg[] = ['server', 'dhcp', 'pxeMenu', ...p.path];
+    issue(at(path), path, p.message);
+  }
 
   const packages: Record<string, PackageDef> = {};
   for (const [id, p] of Object.entries(raw.packages ?? {})) {
@@ -303,6 +341,7 @@ function loadFromSource(src: YamlSource): LoadedConfig {
     server,
     loaders: { ...(b.loaders ?? {}) },
     profiles: { ...(b.profiles ?? {}) },
+    localBoot: { bios: b.localBoot?.bios ?? 'sanboot', biosDrive: b.localBoot?.biosDrive ?? 0x80, uefi: b.localBoot?.uefi ?? 'exit', pxe: b.localBoot?.pxe ?? 'auto' },
     ...(menu ? { menu } : {}),
     packages,
     sequences,
@@ -313,7 +352,7 @@ function loadFromSource(src: YamlSource): LoadedConfig {
     index: { byMac: new Map(), byUuid: new Map(), prefixes: [] },
   };
 
-  issues.push(...crossCheck(config, at, hostSites));
+  issues.push(...crossCheck(config, at, hostSites, aside));
   if (issues.length) throw new ConfigError(issues.sort(byLocation));
 
   for (const h of hosts) {

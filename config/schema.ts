@@ -17,8 +17,8 @@ const IPv4 = Type.String({ format: 'ipv4' });
 const Cidr = Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}/(\\d|[12]\\d|3[0-2])$', description: 'a subnet like 10.0.0.0/24' });
 /** MAC in any common spelling; normalised when loaded. */
 export const MacText = Type.String({
-  pattern: '^([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$',
-  description: 'a MAC address (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff)',
+  pattern: '^(([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}|([0-9A-Fa-f]{4}\\.){2}[0-9A-Fa-f]{4})$',
+  description: 'a MAC address (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff)',
 });
 const MacPrefix = Type.String({
   pattern: '^([0-9A-Fa-f]{2}[:-]?){0,5}[0-9A-Fa-f]{2}$',
@@ -64,7 +64,8 @@ const TftpSection = Obj({
   /** Folder served over TFTP (read-only). Relative paths are relative to the config file. */
   root: Type.Optional(Type.String({ minLength: 1 })),
   maxBlksize: Type.Optional(Type.Integer({ minimum: 512, maximum: 65464 })),
-  maxWindowsize: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  /** RFC 7440 allows 65535, but a window must stay under half the 16-bit block space for ACKs to be unambiguous across rollover. */
+  maxWindowsize: Type.Optional(Type.Integer({ minimum: 1, maximum: 32767 })),
   maxTransfers: Type.Optional(Type.Integer({ minimum: 1 })),
 });
 
@@ -76,6 +77,36 @@ const DhcpPool = Obj({
   dns: Type.Optional(Type.Array(IPv4)),
   domain: Type.Optional(Type.String()),
   leaseSeconds: Type.Optional(Type.Integer({ minimum: 60 })),
+});
+
+/** PXE ROMs show plain ASCII only. */
+const PxeMenuText = Type.String({ minLength: 1, pattern: '^[ -~]+$', description: 'plain ASCII text (PXE ROMs show nothing else)' });
+
+const PxeMenuItem = Obj({
+  /** What the technician reads, e.g. "Deploy (swarmboot)" or "Boot from local disk". */
+  label: PxeMenuText,
+  /** local: the firmware boots its disk (PXE item type 0, no server asked); swarmboot: what swarmboot assigns this machine. */
+  boot: Type.Optional(Type.Union([Type.Literal('local'), Type.Literal('swarmboot')])),
+  /** Or a fixed boot program from the TFTP root (memtest, a vendor tool), for all firmware or one per firmware. */
+  bootfile: Type.Optional(
+    Type.Union(
+      [
+        Type.String({ minLength: 1 }),
+        Obj({ bios: Type.Optional(Type.String({ minLength: 1 })), 'uefi-x64': Type.Optional(Type.String({ minLength: 1 })), 'uefi-ia32': Type.Optional(Type.String({ minLength: 1 })), 'uefi-arm64': Type.Optional(Type.String({ minLength: 1 })) }),
+      ],
+      { description: 'a TFTP path, or a mapping with one per firmware (bios, uefi-x64, uefi-ia32, uefi-arm64)' },
+    ),
+  ),
+});
+
+/** The PXE ROM boot menu (option 43): README "PXE on DHCP". */
+const PxeMenuSection = Obj({
+  /** Shown while the ROM waits for F8; default "Press F8 for the boot menu". */
+  prompt: Type.Optional(PxeMenuText),
+  /** Seconds before the first item is taken; 0 = at once, 255 = wait forever. Default 5. */
+  timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 255 })),
+  /** The first item is the default. */
+  items: Type.Array(PxeMenuItem, { minItems: 1 }),
 });
 
 const DhcpSection = Obj({
@@ -91,6 +122,7 @@ const DhcpSection = Obj({
   unknownArch: Type.Optional(Type.Union([Type.Literal('ignore'), Type.Literal('bios'), Type.Literal('uefi-x64')])),
   /** Answers per MAC per minute before a looping firmware is ignored for a while. */
   ratePerMacPerMinute: Type.Optional(Type.Integer({ minimum: 1 })),
+  pxeMenu: Type.Optional(PxeMenuSection),
 });
 
 const ServerSection = Obj({
@@ -161,9 +193,27 @@ const MenuEntry = Obj({
   profile: Type.String({ minLength: 1 }),
 });
 
+/** How a machine boots its local disk: finished deployments, `action: local`, the menu's `local` entry. */
+const LocalBoot = Obj({
+  /** BIOS iPXE: `sanboot` the disk (`biosDrive`), falling back to `exit`; or `exit` to the BIOS's next boot device. */
+  bios: Type.Optional(Type.Union([Type.Literal('sanboot'), Type.Literal('exit')])),
+  /** BIOS drive number sanboot boots (0x80: the first hard disk). */
+  biosDrive: Type.Optional(Type.Integer({ minimum: 0x80, maximum: 0xff })),
+  /** UEFI iPXE: `exit` with an error status, so the firmware boot manager tries the next boot option. */
+  uefi: Type.Optional(Type.Literal('exit')),
+  /**
+   * What PXE firmware (not iPXE) gets at its DHCP request when it should boot locally: `ipxe` (its
+   * loader; the script then boots the disk), `silent` (no boot answer: the firmware moves to its next
+   * boot option after its own DHCP timeout), or `auto`: silent for machines assigned a `via: bootmgr`
+   * profile (Secure Boot refuses iPXE), iPXE otherwise (faster: no firmware timeout).
+   */
+  pxe: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('ipxe'), Type.Literal('silent')])),
+});
+
 const BootSection = Obj({
   loaders: Type.Optional(Bootloaders),
   profiles: Type.Optional(Type.Record(Name, BootProfile)),
+  localBoot: Type.Optional(LocalBoot),
   menu: Type.Optional(
     Obj({
       title: Type.Optional(Type.String()),

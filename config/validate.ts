@@ -26,19 +26,37 @@ function compile(schema: TSchema): ValidateFunction {
 
 /** Validate `data` (parsed from `src`) against `schema`; returns issues with source locations. */
 export function validateAgainst(schema: TSchema, data: unknown, src: YamlSource): ConfigIssue[] {
+  return validateDetailed(schema, data, src).issues;
+}
+
+/** Where validation failed: `unknownKey` marks a key that is not allowed (the value around it is fine). */
+export interface InvalidAt {
+  path: PathSeg[];
+  unknownKey: boolean;
+}
+
+/**
+ * Validate and also say where each problem is as a data path, so the loader can set the invalid
+ * parts aside and go on checking the rest: `check-config` then reports every problem in one run.
+ */
+export function validateDetailed(schema: TSchema, data: unknown, src: YamlSource): { issues: ConfigIssue[]; invalid: InvalidAt[] } {
   const fn = compile(schema);
-  if (fn(data)) return [];
+  if (fn(data)) return { issues: [], invalid: [] };
   const errors = simplify([...(fn.errors ?? [])], data);
   const seen = new Set<string>();
   const out: ConfigIssue[] = [];
+  const invalid: InvalidAt[] = [];
   for (const e of errors) {
+    const path = pathOf(e.instancePath);
+    if (e.keyword === 'additionalProperties') invalid.push({ path: [...path, String((e.params as { additionalProperty: unknown }).additionalProperty)], unknownKey: true });
+    else invalid.push({ path, unknownKey: false });
     const issue = toIssue(e, src);
     const k = `${issue.line}:${issue.column}:${issue.key}:${issue.message}`;
     if (seen.has(k)) continue;
     seen.add(k);
     out.push(issue);
   }
-  return out.sort((a, b) => a.line - b.line || a.column - b.column);
+  return { issues: out.sort((a, b) => a.line - b.line || a.column - b.column), invalid };
 }
 
 function pathOf(instancePath: string): PathSeg[] {

@@ -18,8 +18,14 @@ export function resolveAdminToken(s: ServerSettings, env: NodeJS.ProcessEnv = pr
   const fromEnv = env.SWARMBOOT_ADMIN_TOKEN?.trim();
   if (fromEnv) return { token: fromEnv, source: 'environment' };
   if (s.adminTokenFile) {
-    const t = readFileSync(s.adminTokenFile, 'utf8').trim();
-    if (t.length < 16) throw new Error(`admin token in ${s.adminTokenFile} is shorter than 16 characters`);
+    let t: string;
+    try {
+      t = readFileSync(s.adminTokenFile, 'utf8').trim();
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist' : (e as Error).message;
+      throw new Error(`server.adminTokenFile: cannot read ${s.adminTokenFile}: ${why} (or set SWARMBOOT_ADMIN_TOKEN)`);
+    }
+    if (t.length < 16) throw new Error(`server.adminTokenFile: the token in ${s.adminTokenFile} is shorter than 16 characters`);
     return { token: t, source: 'adminTokenFile', file: s.adminTokenFile };
   }
   if (s.adminToken) return { token: s.adminToken, source: 'adminToken' };

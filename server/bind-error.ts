@@ -6,8 +6,9 @@ export function explainBindError(what: string, host: string, port: number, err: 
     case 'EACCES':
       why =
         port < 1024
-          ? `port ${port} is privileged. Run swarmboot as root, or grant the Node binary the capability: ` +
-            `sudo setcap 'cap_net_bind_service=+ep' "$(readlink -f "$(command -v node)")", or choose a port above 1023 in the config`
+          ? `port ${port} is privileged. Run swarmboot as root, or grant the Node binary that runs it the capability: ` +
+            `sudo setcap 'cap_net_bind_service=+ep' ${process.execPath}, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit, ` +
+            'or choose a port above 1023 in the config'
           : `permission denied binding ${where}`;
       break;
     case 'EADDRINUSE':

@@ -19,12 +19,16 @@ import { explainBindError } from './bind-error.ts';
 import { startTftp, type TftpServer } from './tftp/server.ts';
 import { ContentService } from './content-service.ts';
 import { startDhcp, DhcpConfigError, type DhcpOptions, type DhcpServer } from './dhcp/server.ts';
+import type { DhcpReservation } from './dhcp/types.ts';
 import { existsSync } from 'node:fs';
 import { decidePxe } from '../boot/pxe.ts';
 import type { PxeDecider } from '../boot/types.ts';
 import { contentRoutes } from './http/content.ts';
 import { bootFileRoutes } from './http/boot-files.ts';
 import { TurnGate } from './http/content-turns.ts';
+import { FileSender } from './http/content-sender.ts';
+import { DEPLOYMENT_STATES } from '../boot/deployment.ts';
+import { VERSION } from './version.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -50,6 +54,32 @@ export interface Daemon {
   close: () => Promise<void>;
 }
 
+/** Server settings a reload applies at once; every other server.* change waits for a restart. */
+const LIVE_SERVER_KEYS = new Set(['server.logLevel', 'server.http.limits', 'server.http.publicUrl']);
+
+/** The server.* keys (two levels deep: server.http.limits) whose values differ. */
+function changedServerKeys(a: object, b: object): string[] {
+  const out: string[] = [];
+  const rec = a as Record<string, unknown>;
+  const old = b as Record<string, unknown>;
+  for (const k of new Set([...Object.keys(rec), ...Object.keys(old)])) {
+    const x = rec[k];
+    const y = old[k];
+    if (JSON.stringify(x) === JSON.stringify(y)) continue;
+    if (x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x)) {
+      for (const k2 of new Set([...Object.keys(x), ...Object.keys(y)])) {
+        if (JSON.stringify((x as Record<string, unknown>)[k2]) !== JSON.stringify((y as Record<string, unknown>)[k2])) out.push(`server.${k}.${k2}`);
+      }
+    } else out.push(`server.${k}`);
+  }
+  return out;
+}
+
+/** DHCP address reservations: the hosts with both a MAC and an `ip`. */
+function reservationsOf(cfg: LoadedConfig): DhcpReservation[] {
+  return cfg.hosts.filter((h) => h.ip && h.mac).map((h) => ({ mac: h.mac!, ip: h.ip!, ...(h.hostname ? { hostname: h.hostname } : {}) }));
+}
+
 /** The first non-internal IPv4 address: what machines on the LAN most likely reach us at. */
 export function detectAddress(): string {
   for (const list of Object.values(networkInterfaces())) {
@@ -72,13 +102,17 @@ async function startDhcpWhenLinked(opts: DhcpOptions, names: string[], log: Logg
     clearTimeout(timer);
     await server?.close();
   };
+  /** Only "a named interface exists but has no link or address yet" is worth waiting for. */
+  const noLinkYet = (e: unknown): boolean =>
+    e instanceof DhcpConfigError && names.length > 0 && names.every((n) => existsSync(`/sys/class/net/${n}`)) && /does not exist|has no IPv4 address/.test(e.message);
+  let waitingFor: string;
   try {
     server = await startDhcp(opts);
     return { server: () => server, close };
   } catch (e) {
-    const present = names.filter((n) => existsSync(`/sys/class/net/${n}`));
-    if (!(e instanceof DhcpConfigError) || names.length === 0 || present.length !== names.length || !/does not exist|has no IPv4 address/.test(e.message)) throw e;
-    log.warn({ interfaces: names, reason: e.message }, 'DHCP waits for its interfaces to come up (no link yet)');
+    if (!noLinkYet(e)) throw e;
+    waitingFor = (e as Error).message;
+    log.warn({ interfaces: names, reason: waitingFor }, 'DHCP waits for its interfaces to come up (no link yet)');
   }
   const retry = () => {
     timer = setTimeout(() => {
@@ -90,8 +124,16 @@ async function startDhcpWhenLinked(opts: DhcpOptions, names: string[], log: Logg
         },
         (err: Error) => {
           if (closed) return;
-          if (err instanceof DhcpConfigError) retry();
-          else log.error({ err }, 'DHCP could not start');
+          if (noLinkYet(err)) {
+            // Once per new reason (one interface came up, another is still down), not every second.
+            if (err.message !== waitingFor) log.warn({ interfaces: names, reason: err.message }, 'DHCP still waits for its interfaces');
+            waitingFor = err.message;
+            retry();
+          } else {
+            // Now that the interfaces are up, the configuration itself is refused (e.g. full mode on
+            // two attached subnets), or a port cannot be bound: waiting will not change that.
+            log.error({ err: err.message }, 'DHCP cannot start and will not retry; fix the configuration and restart');
+          }
         },
       );
     }, 1000);
@@ -104,7 +146,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const log = o.logger;
   const holder = await ConfigHolder.load(o.configFile, log);
   const cfg0 = holder.current;
-  if (log.level !== 'silent') log.level = cfg0.server.logLevel;
+  // SWARMBOOT_LOG_LEVEL (for a one-off debug run) wins over server.logLevel, which applies live on reload.
+  const envLevel = (o.env ?? process.env).SWARMBOOT_LOG_LEVEL;
+  const levelFromEnv = envLevel !== undefined && Object.hasOwn(log.levels.values, envLevel);
+  const applyLevel = (level: string) => {
+    if (log.level !== 'silent') log.level = levelFromEnv ? envLevel : level;
+  };
+  applyLevel(cfg0.server.logLevel);
   const cleanups: Array<() => Promise<void> | void> = [];
   const close = async () => {
     for (const fn of cleanups.reverse()) {
@@ -122,7 +170,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const store = new MachineStore(db);
     const metrics = new Registry();
     const reloads = metrics.counter('swarmboot_config_reloads_total', 'Config reloads by result (applied, unchanged, refused)');
-    metrics.gauge('swarmboot_machines', 'Machines by deployment state').collect(() => store.countByState().map((r) => ({ labels: { state: r.state }, value: r.count })));
+    for (const result of ['applied', 'unchanged', 'refused']) reloads.inc({ result }, 0);
+    metrics.gauge('swarmboot_config_last_reload_ok', '1 when the last reload was applied (or nothing changed), 0 when it was refused and an older config serves').collect(() => [{ labels: {}, value: holder.lastError ? 0 : 1 }]);
+    metrics.gauge('swarmboot_config_loaded_timestamp_seconds', 'When the config now serving was loaded').collect(() => [{ labels: {}, value: Math.floor(holder.loadedAt.getTime() / 1000) }]);
+    metrics.gauge('swarmboot_build_info', 'Version of swarmboot and of Node.js').set({ version: VERSION, node: process.version }, 1);
+    metrics.gauge('swarmboot_machines', 'Machines by deployment state (none: seen, never deployed)').collect(() => {
+      const counts = new Map<string, number>([...DEPLOYMENT_STATES, 'none'].map((st) => [st, 0]));
+      for (const r of store.countByState()) counts.set(r.state, r.count);
+      return [...counts].map(([state, value]) => ({ labels: { state }, value }));
+    });
+    const finished = metrics.counter('swarmboot_deployments_finished_total', 'Deployments that ended, by result (done, failed)');
+    for (const result of ['done', 'failed']) finished.inc({ result }, 0);
     metrics.gauge('swarmboot_config_hosts', 'Host entries in the current config').collect(() => [{ labels: {}, value: holder.current.hosts.length }]);
 
     const token = resolveAdminToken(cfg0.server, o.env ?? process.env);
@@ -132,18 +190,30 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const detected = detectAddress();
     let httpPort = o.ports?.http ?? cfg0.server.http.port;
     /** The URL machines use; a DHCP answer names the address of the link it goes out on. */
-    const baseUrl = (via?: string) => holder.current.server.http.publicUrl ?? `http://${holder.current.server.address ?? via ?? address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
+    const baseUrl = (via?: string) => holder.current.server.http.publicUrl ?? `http://${via ?? holder.current.server.address ?? address()}${httpPort === 80 ? '' : `:${httpPort}`}`;
 
     const content = new ContentService(db, log);
     cleanups.push(() => content.close());
     void content.update(cfg0, 'start');
     holder.onChange((next) => void content.update(next, 'config changed'));
+    // Every reload (SIGHUP included, even with an unchanged config) also re-checks packages on disk.
+    holder.onResult(() => void content.rescan('config reload'));
 
     // One gate for every file body the HTTP side sends: a few MiB per event-loop turn, so DHCP and
     // TFTP answers are polled between them (server/http/content-turns.ts, bench/http.ts).
     const turns = new TurnGate(4);
+    // One sender for /content and /tftp: shared chunk cache and bandwidth buckets; limits read per transfer.
+    const files = new FileSender({ logger: log, metrics, limits: () => holder.current.server.http.limits, turns });
 
-    const deployments = new Deployments({ config: () => holder.current, store, content: () => content.view(), baseUrl, serverAddress: address, logger: log });
+    const deployments = new Deployments({
+      config: () => holder.current,
+      store,
+      content: () => content.view(),
+      baseUrl,
+      serverAddress: address,
+      logger: log,
+      onFinished: (state) => finished.inc({ result: state }),
+    });
 
     const app = await createHttpApp({
       logger: log,
@@ -154,10 +224,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       adminToken: () => token.token,
       plugins: [
         { plugin: bootRoutes as never, opts: { deployments, store, config: () => holder.current, baseUrl, serverAddress: address } },
-        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics, limits: cfg0.server.http.limits, turns } },
-        { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root, turns } },
+        { plugin: contentRoutes as never, opts: { catalogue: () => content.catalogue, logger: log, metrics, sender: files } },
+        { plugin: bootFileRoutes as never, opts: { root: () => holder.current.server.tftp.root, sender: files } },
       ],
       health: () => ({
+        status: holder.lastError ? 'degraded' : 'ok',
         config: { file: holder.current.file, digest: holder.current.digest.slice(0, 12), loadedAt: holder.loadedAt.toISOString(), lastReloadError: holder.lastError },
         content: content.health(),
         uptimeSeconds: Math.round(process.uptime()),
@@ -197,7 +268,10 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     if (dc.enabled) {
       const decide: PxeDecider = (facts) => {
         const { plan } = deployments.boot(facts.mac, { ...(facts.uuid ? { uuid: facts.uuid } : {}), firmware: facts.firmware, ...(facts.clientIp ? { ip: facts.clientIp } : {}) }, { handout: false });
-        const decision = decidePxe(facts, holder.current, plan, { baseUrl: baseUrl(facts.serverAddress) });
+        // facts.serverAddress is what this client can reach: server.address only on its own subnet
+        // (or through a relay), else the answering interface's address (server/dhcp/networks.ts).
+        const url = holder.current.server.http.publicUrl ?? `http://${facts.serverAddress}${httpPort === 80 ? '' : `:${httpPort}`}`;
+        const decision = decidePxe(facts, holder.current, plan, { baseUrl: url });
         if (decision.action === 'boot' && decision.handsOutDeployment) store.transition(facts.mac, ['pending'], 'booting', `Windows Boot Manager handed out (${facts.firmware})`);
         return decision;
       };
@@ -208,24 +282,37 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         ports: { server: o.ports?.dhcp ?? dc.port, pxe: o.ports?.pxe ?? dc.proxyPort },
         ...(cfg0.server.address ? { serverAddress: cfg0.server.address } : {}),
         pools: dc.pools,
-        reservations: cfg0.hosts.filter((h) => h.ip && h.mac).map((h) => ({ mac: h.mac!, ip: h.ip!, ...(h.hostname ? { hostname: h.hostname } : {}) })),
+        reservations: reservationsOf(cfg0),
         decide,
         db,
         logger: log,
         metrics,
         rateLimit: { burst: Math.min(20, perMinute), perSecond: perMinute / 60 },
+        ...(dc.pxeMenu ? { pxeMenu: dc.pxeMenu } : {}),
       };
       const waiter = await startDhcpWhenLinked(dhcpOptions, dc.interfaces, log);
       dhcpOf = waiter.server;
       cleanups.push(() => waiter.close());
       const dhcp = waiter.server();
       if (dhcp) log.info({ mode: dc.mode, ports: dhcp.ports, links: dhcp.links }, 'DHCP listening');
+      // Address reservations live on the hosts, so a reload applies them (full mode).
+      holder.onChange((next, prev) => {
+        const list = reservationsOf(next);
+        if (JSON.stringify(list) === JSON.stringify(reservationsOf(prev))) return;
+        dhcpOptions.reservations = list; // for a DHCP server still waiting for its interface
+        try {
+          dhcpOf()?.setReservations(list);
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'new DHCP reservations refused; the previous ones stay');
+        }
+      });
     }
 
     holder.onResult((r) => reloads.inc({ result: r.result }));
     holder.onChange((next, prev) => {
-      const changed = Object.keys(next.server).filter((k) => JSON.stringify(next.server[k as keyof typeof next.server]) !== JSON.stringify(prev.server[k as keyof typeof prev.server]));
-      if (changed.length) log.warn({ keys: changed.map((k) => `server.${k}`) }, 'these server settings take effect at the next restart; everything else is live');
+      applyLevel(next.server.logLevel);
+      const changed = changedServerKeys(next.server, prev.server).filter((k) => !LIVE_SERVER_KEYS.has(k));
+      if (changed.length) log.warn({ keys: changed }, 'these server settings take effect at the next restart; everything else is live');
     });
     if (o.watch !== false) holder.watch();
     cleanups.push(() => holder.unwatch());

@@ -14,10 +14,12 @@ export interface DeploymentsDeps {
   config: () => LoadedConfig;
   store: MachineStore;
   content: () => ContentView;
-  /** Base URL machines use to reach the HTTP server, no trailing slash. */
-  baseUrl: () => string;
+  /** Base URL machines use to reach the HTTP server, no trailing slash; `via`: the local address the machine's request arrived on. */
+  baseUrl: (via?: string) => string;
   serverAddress: () => string;
   logger: Logger;
+  /** Told when a deployment ends (done or failed), e.g. to count it. */
+  onFinished?: (state: string, sequence: string | null) => void;
 }
 
 export type SequenceAnswer =
@@ -79,7 +81,7 @@ export class Deployments {
   }
 
   /** The task sequence for a machine, once: a finished machine is refused and told to boot locally. */
-  sequence(mac: string, q: { model?: string; ip?: string }): SequenceAnswer {
+  sequence(mac: string, q: { model?: string; ip?: string; via?: string }): SequenceAnswer {
     const cfg = this.d.config();
     const facts: SeenFacts = { ...(q.model ? { model: q.model } : {}), ...(q.ip ? { ip: q.ip } : {}) };
     const { plan, assignment } = this.boot(mac, facts, { handout: false });
@@ -96,8 +98,8 @@ export class Deployments {
         ip: row?.ip,
         uuid: row?.uuid,
         ...(assignment.hostname ? { hostname: assignment.hostname } : {}),
-        serverAddress: this.d.serverAddress(),
-        baseUrl: this.d.baseUrl(),
+        serverAddress: cfg.server.address ?? q.via ?? this.d.serverAddress(),
+        baseUrl: this.d.baseUrl(q.via),
         sequence: plan.sequence,
         generation: row?.generation ?? 0,
       }),
@@ -105,7 +107,7 @@ export class Deployments {
     let steps: ResolvedStep[];
     try {
       const model = q.model ?? row?.model ?? undefined;
-      steps = resolveSequence(seq, vars, this.d.content(), { baseUrl: this.d.baseUrl(), ...(model ? { model } : {}) });
+      steps = resolveSequence(seq, vars, this.d.content(), { baseUrl: this.d.baseUrl(q.via), ...(model ? { model } : {}) });
     } catch (e) {
       if (e instanceof SequenceUnavailable) return { kind: 'refused', status: 503, error: e.message, action: 'unavailable', state: row?.state ?? null };
       throw e;
@@ -122,7 +124,7 @@ export class Deployments {
         deployment: { key: plan.deploymentKey, generation: now.generation, state: now.state ?? 'pending', step: now.step },
         variables: vars,
         steps,
-        reportUrl: `${this.d.baseUrl()}/api/v1/machines/${mac}/events`,
+        reportUrl: `${this.d.baseUrl(q.via)}/api/v1/machines/${mac}/events`,
       },
     };
   }
@@ -143,6 +145,7 @@ export class Deployments {
     );
     if (!out.result.ok) return out.result;
     const machine = this.d.store.get(mac)!;
+    if (out.result.finished) this.d.onFinished?.(machine.state ?? 'unknown', machine.sequence);
     const level = out.result.finished ? 'info' : 'debug';
     this.log[level]({ mac, event: ev.type, step: ev.step, state: machine.state }, out.result.summary);
     return { ok: true, machine, summary: out.result.summary };

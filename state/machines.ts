@@ -154,8 +154,13 @@ export class MachineStore {
     return rows.map((r) => ({ state: String(r.state), count: Number(r.n) }));
   }
 
-  events(mac: string, limit = 200): EventRow[] {
-    const rows = this.q('SELECT * FROM machine_events WHERE mac = ? ORDER BY id DESC LIMIT ?').all(mac, limit) as Row[];
+  /** The latest `limit` events (oldest first), or those before event id `before`. */
+  events(mac: string, limit = 200, before?: number): EventRow[] {
+    const rows = (
+      before === undefined
+        ? this.q('SELECT * FROM machine_events WHERE mac = ? ORDER BY id DESC LIMIT ?').all(mac, limit)
+        : this.q('SELECT * FROM machine_events WHERE mac = ? AND id < ? ORDER BY id DESC LIMIT ?').all(mac, before, limit)
+    ) as Row[];
     return rows.reverse().map((r) => ({
       id: Number(r.id),
       at: r.at as string,

@@ -11,20 +11,23 @@ import { planBoot } from '../../boot/deployment.ts';
 import { resolveAssignment } from '../../boot/assign.ts';
 import { deploymentOf, type MachineRow, type MachineStore } from '../../state/machines.ts';
 import type { Deployments } from '../../state/deployments.ts';
+import { reportedModel, SequenceModelQuery, type SequenceModelQueryT } from './content-models.ts';
+import { requestVia } from './boot.ts';
 import {
   ErrorBody,
   EventAccepted,
   EventBody,
+  EventPage,
+  EventsQuery,
   MacParams,
   MachineDetailOut,
   MachineList,
   SequenceOut,
-  SequenceQuery,
   SequenceRefused,
   type EventBodyT,
+  type EventsQueryT,
   type MacParamsT,
   type MachineOutT,
-  type SequenceQueryT,
 } from './schemas.ts';
 
 export interface ApiOptions {
@@ -102,13 +105,17 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiOptions): Promise
     };
   };
 
-  app.get<{ Params: MacParamsT; Querystring: SequenceQueryT }>(
+  app.get<{ Params: MacParamsT; Querystring: SequenceModelQueryT }>(
     '/api/v1/machines/:mac/sequence',
-    { schema: { params: MacParams, querystring: SequenceQuery, response: { 200: SequenceOut, 400: ErrorBody, 404: SequenceRefused, 409: SequenceRefused, 503: SequenceRefused } } },
+    { schema: { params: MacParams, querystring: SequenceModelQuery, response: { 200: SequenceOut, 400: ErrorBody, 404: SequenceRefused, 409: SequenceRefused, 503: SequenceRefused } } },
     async (req, reply) => {
       const mac = macOf(req, reply);
       if (!mac) return reply;
-      const ans = deployments.sequence(mac, { ...(req.query.model ? { model: req.query.model } : {}), ip: req.ip });
+      // Several SMBIOS strings (repeated model=, product=, version=) travel as one, one per line.
+      const model = reportedModel(req.query);
+      const via = requestVia(req);
+      // URLs in the sequence name the address this machine reached us at (multi-homed servers).
+      const ans = deployments.sequence(mac, { ...(model ? { model } : {}), ip: req.ip, ...(via ? { via } : {}) });
       if (ans.kind === 'deploy') return ans.body;
       return reply.code(ans.status).send({ error: ans.error, action: ans.action, state: ans.state });
     },
@@ -142,6 +149,21 @@ export async function apiRoutes(app: FastifyInstance, opts: ApiOptions): Promise
       const row = store.get(mac);
       if (!row && !config().index.byMac.has(mac)) return reply.code(404).send({ error: `machine ${mac} has never been seen and is not in the config` });
       return { ...view(mac, row), events: store.events(mac) };
+    },
+  );
+
+  // The whole event history, newest page first (the machine view carries the latest 200).
+  app.get<{ Params: MacParamsT; Querystring: EventsQueryT }>(
+    '/api/v1/machines/:mac/events',
+    { preHandler: requireAdmin, schema: { params: MacParams, querystring: EventsQuery, response: { 200: EventPage, '4xx': ErrorBody } } },
+    async (req, reply) => {
+      const mac = macOf(req, reply);
+      if (!mac) return reply;
+      const limit = req.query.limit ?? 200;
+      const events = store.events(mac, limit + 1, req.query.before);
+      const more = events.length > limit;
+      const page = more ? events.slice(1) : events;
+      return { mac, events: page, next: more ? page[0]!.id : null };
     },
   );
 

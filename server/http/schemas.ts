@@ -14,14 +14,6 @@ export const MacParams = Type.Object({
 });
 export type MacParamsT = Static<typeof MacParams>;
 
-export const SequenceQuery = Type.Object(
-  {
-    model: Type.Optional(Type.String({ maxLength: 200, description: 'SMBIOS model, for drivers: auto' })),
-  },
-  { additionalProperties: false },
-);
-export type SequenceQueryT = Static<typeof SequenceQuery>;
-
 const PackageFileOut = Type.Object({ path: Type.String(), size: Type.Integer(), sha256: Type.String(), url: Type.String() });
 const PackageOut = Type.Object({
   id: Type.String(),
@@ -125,5 +117,20 @@ export const EventOut = Type.Object({
 export const MachineDetailOut = Type.Object({ ...MachineOut.properties, events: Type.Array(EventOut) });
 
 export const MachineList = Type.Object({ machines: Type.Array(MachineOut) });
+
+export const EventsQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'how many events (default 200)' })),
+    before: Type.Optional(Type.Integer({ minimum: 1, description: 'only events with a smaller id: the page before' })),
+  },
+  { additionalProperties: false },
+);
+export type EventsQueryT = Static<typeof EventsQuery>;
+export const EventPage = Type.Object({
+  mac: Type.String(),
+  events: Type.Array(EventOut),
+  /** Pass as `before` to get the older page; null when there is none. */
+  next: Type.Union([Type.Integer(), Type.Null()]),
+});
 
 export const EventAccepted = Type.Object({ accepted: Type.Boolean(), state: Nullable(Type.String()), step: Nullable(Type.Integer()), summary: Type.String() });

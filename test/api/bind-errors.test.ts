@@ -43,7 +43,7 @@ test('a privileged port without root: the error says how to grant CAP_NET_BIND_S
       timeout: 20_000,
     });
     assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, /HTTP server cannot listen on 127\.0\.0\.1:81: port 81 is privileged\. Run swarmboot as root, or grant the Node binary the capability: sudo setcap 'cap_net_bind_service=\+ep'/);
+    assert.match(r.stderr, /HTTP server cannot listen on 127\.0\.0\.1:81: port 81 is privileged\. Run swarmboot as root, or grant the Node binary that runs it the capability: sudo setcap 'cap_net_bind_service=\+ep' \/\S+node/);
   } finally {
     cleanup();
   }

@@ -14,7 +14,7 @@ sequences:
     steps:
       - { name: Say hello, type: command, run: "echo {{ greeting }} {{ hostname }} {{ mac_hyphen }} {{ ou }}" }
       - { type: reboot }
-      - { type: command, run: "echo done" }
+      - { type: command, run: "echo done at step {{ step }} of {{sequence}}" }
 machines:
   default: { action: ignore }
   hosts:
@@ -63,6 +63,7 @@ test('the sequence is resolved with variables, and every MAC spelling names the 
   assert.equal(r.json.steps.length, 3);
   assert.equal(r.json.steps[0].run, 'echo hello pc-01 52-54-00-aa-bb-01 OU=Lab');
   assert.equal(r.json.steps[1].into, 'local');
+  assert.equal(r.json.steps[2].run, 'echo done at step 2 of basic', '{{ step }} is the index of the step it is written in');
   assert.equal(r.json.deployment.generation, 1);
   assert.equal(r.json.deployment.state, 'booting');
   assert.match(r.json.reportUrl, /\/api\/v1\/machines\/52:54:00:aa:bb:01\/events$/);
@@ -173,4 +174,10 @@ test('the admin list merges configured and seen machines; health and metrics ans
   assert.match(metrics, /swarmboot_machines\{state="booting"\} 1/, "pc-01 fetched its sequence again after the redeploy");
   assert.match(metrics, /swarmboot_http_requests_total\{method="POST",route="\/api\/v1\/machines\/:mac\/events",status="200"\} \d+/);
   assert.match(metrics, /swarmboot_http_requests_total\{method="GET",route="\/api\/v1\/machines",status="401"\} \d+/);
+  assert.match(metrics, /swarmboot_machines\{state="failed"\} 0/, 'every state has a series, also at zero');
+  assert.match(metrics, /swarmboot_deployments_finished_total\{result="done"\} 1/);
+  assert.match(metrics, /swarmboot_deployments_finished_total\{result="failed"\} 0/);
+  assert.match(metrics, /swarmboot_config_reloads_total\{result="refused"\} 0/, 'reload counters exist before the first reload');
+  assert.match(metrics, /swarmboot_config_last_reload_ok 1/);
+  assert.match(metrics, /swarmboot_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*"\} 1/);
 });

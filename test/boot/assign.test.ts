@@ -103,3 +103,13 @@ test('with no default rule, unknown machines are ignored', () => {
   const a = resolveAssignment(bare, { mac: '00:00:00:00:00:01' });
   assert.equal(a.action, 'ignore');
 });
+
+test('a host found by UUID wins over a group that claims the MAC by prefix', () => {
+  const a = resolveAssignment(cfg, { mac: '52:54:00:77:77:77', uuid: '11111111-2222-3333-4444-555555555555' });
+  assert.equal(a.matchedBy, 'uuid', 'a host entry is more specific than a vendor prefix');
+  assert.equal(a.hostname, 'by-uuid');
+  assert.equal(a.sequence, 'win');
+  assert.equal(a.group, 'finance', 'its own group, not the prefix group');
+  const noUuid = resolveAssignment(cfg, { mac: '52:54:00:77:77:77' });
+  assert.equal(noUuid.group, 'vendor');
+});

@@ -108,6 +108,16 @@ test('a failed step without continueOnError fails the deployment', () => {
   assert.equal(o.record.state, 'failed');
 });
 
+test('a last step that fails with continueOnError ends the deployment as done: the next boot is local', () => {
+  const lastSoft: SequenceDef = { ...seq, steps: [{ type: 'command', run: 'a' }, { type: 'command', run: 'b', continueOnError: true }] };
+  const o = applyEvent(rec('running', { step: 1 }), lastSoft, { type: 'step-failed', step: 1, message: 'optional tool missing' });
+  assert.ok(o.ok && o.finished);
+  assert.equal(o.record.state, 'done');
+  assert.match(o.summary, /done with errors/);
+  const next = planBoot(assigned, o.record, lastSoft);
+  assert.equal(next.kind, 'local', 'a finished machine is never handed its sequence again');
+});
+
 test('events for finished or unknown deployments and bad steps are refused', () => {
   for (const s of ['done', 'failed'] as const) {
     const o = applyEvent(rec(s), seq, { type: 'step-started', step: 0 });

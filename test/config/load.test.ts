@@ -124,6 +124,63 @@ test('a MAC listed twice, in any spelling, is an error naming both places', () =
   assert.match(out[0]!, /:17:12: machines\.hosts\[1\]\.mac: MAC 00:11:22:33:44:55 is listed twice; first at \/cfg\/swarmboot\.yaml:15:7/);
 });
 
+test('every problem is reported in one run: schema errors do not hide reference and duplicate errors', () => {
+  const out = issues(`${BASE}  s2:
+    profle: winpe
+    steps: [{ type: command, run: x }]
+  s3:
+    steps:
+      - type: apply-image
+        package: win12
+      - type: command
+        run: "{{ nowhere }}"
+machines:
+  hosts:
+    - mac: zz:11:22:33:44:55
+      sequence: s1
+    - mac: 00:11:22:33:44:66
+      sequence: s2
+    - mac: 00-11-22-33-44-66
+      sequence: s3
+    - mac: 00:11:22:33:44:77
+      sequence: s1
+      hostnme: x
+    - mac: 00:11:22:33:44:77
+      sequence: s1
+`);
+  const want = [
+    /:14:5: sequences\.s2\.profle: unknown key "profle"/,
+    /:19:18: sequences\.s3\.steps\[0\]\.package: package "win12" does not exist/,
+    /:21:14: sequences\.s3\.steps\[1\]\.run: variable "nowhere" is not defined/,
+    /:24:12: machines\.hosts\[0\]\.mac: must be a MAC address/,
+    /:28:12: machines\.hosts\[2\]\.mac: MAC 00:11:22:33:44:66 is listed twice/,
+    /:32:7: machines\.hosts\[3\]\.hostnme: unknown key "hostnme"/,
+    /:33:12: machines\.hosts\[4\]\.mac: MAC 00:11:22:33:44:77 is listed twice/,
+  ];
+  assert.equal(out.length, want.length, out.join('\n'));
+  want.forEach((re, i) => assert.match(out[i]!, re));
+});
+
+test('a reference to something whose own definition is invalid is not reported twice', () => {
+  const out = issues(`
+packages:
+  win11: { kind: wim, path: 7 }
+sequences:
+  s1:
+    steps: [{ type: apply-image, package: win11 }]
+machines:
+  groups:
+    lab: { macPrefixes: [52:54:00], sequence: s1, colour: red }
+  hosts:
+    - { mac: 52:54:00:00:00:01, group: lab }
+    - { mac: 52:54:00:00:00:02, group: nolab }
+`);
+  assert.equal(out.length, 3, out.join('\n'));
+  assert.match(out[0]!, /packages\.win11\.path: must be a string/);
+  assert.match(out[1]!, /machines\.groups\.lab\.colour: unknown key/);
+  assert.match(out[2]!, /machines\.hosts\[1\]\.group: group "nolab" does not exist/);
+});
+
 test('duplicates across included files, and errors inside an include, name the include file', () => {
   const { dir, cleanup } = tempDir();
   try {

@@ -41,12 +41,16 @@ test('a changed file is reloaded; an invalid one is refused and the last good co
     await until(async () => /swarmboot_config_reloads_total\{result="refused"\} [1-9]/.test(await (await fetch(`${url}/metrics`)).text()));
     assert.equal(d.config(), good, 'the snapshot object is unchanged');
     const health = await (await fetch(`${url}/healthz`)).json();
+    assert.equal(health.status, 'degraded', 'health says an older config is serving');
+    assert.match(await (await fetch(`${url}/metrics`)).text(), /swarmboot_config_last_reload_ok 0/);
     assert.match(health.config.lastReloadError[0], /swarmboot\.yaml:\d+:\d+: machines\.hosts\[0\]\.sequense: unknown key/);
     assert.equal(await seqOf(), 'b', 'still served from the last good config');
 
     writeFileSync(file, withHost('a'));
     await until(() => d.config().hosts[0]?.sequence === 'a');
-    assert.equal((await (await fetch(`${url}/healthz`)).json()).config.lastReloadError, null);
+    const healthy = await (await fetch(`${url}/healthz`)).json();
+    assert.equal(healthy.config.lastReloadError, null);
+    assert.equal(healthy.status, 'ok');
   } finally {
     await d.close();
     cleanup();
@@ -86,6 +90,22 @@ test('daemonFor helper keeps working with watch off', async () => {
     writeFiles(dir, { 'swarmboot.yaml': withHost('b') });
     assert.equal((await d.reload('test')).result, 'applied');
     assert.equal((await d.reload('test')).result, 'unchanged');
+  } finally {
+    await d.close();
+    cleanup();
+  }
+});
+
+test('a change to an included host file is reloaded too', async () => {
+  const { dir, cleanup } = tempDir('sbt-reload-inc-');
+  const file = join(dir, 'swarmboot.yaml');
+  const hosts = (seq: string) => `- mac: 00:00:00:00:00:02\n  sequence: ${seq}\n`;
+  writeFiles(dir, { 'swarmboot.yaml': `${serverSection()}${seqs}machines:\n  include: [lab/*.yaml]\n`, 'lab/hosts.yaml': hosts('a') });
+  const d = await startDaemon({ configFile: file, logger: silentLogger(), ports: { http: 0 }, watch: true, env: { SWARMBOOT_ADMIN_TOKEN: ADMIN_TOKEN } });
+  try {
+    assert.equal(d.config().hosts[0]?.sequence, 'a');
+    writeFileSync(join(dir, 'lab/hosts.yaml'), hosts('b'));
+    await until(() => d.config().hosts[0]?.sequence === 'b');
   } finally {
     await d.close();
     cleanup();
