@@ -12,6 +12,11 @@
  * a server cannot be measured above it. Everything is bounded and cleaned up (processes by PID,
  * namespaces deleted) even on failure.
  *
+ * swarmboot decides as the daemon does (test/dhcp/runner.ts with `daemonConfig`: the config's
+ * machine rules, the state database, boot/pxe.ts), and every DISCOVER is a machine never seen
+ * before, so each one is also recorded: the worst case for the decision path. `swarmboot-frontend`
+ * is the same front end with a fixed policy and no state, for comparison.
+ *
  * Full mode: swarmboot with a pool of a /12 and dnsmasq with the same range and `--no-ping` (its
  * ICMP check would cap it near 300 offers/s). Every DISCOVER comes from a new MAC and none is
  * followed by a REQUEST, so each would hold an address for the whole offer hold time: swarmboot's
@@ -24,7 +29,7 @@
 import dgram from 'node:dgram';
 import path from 'node:path';
 import os from 'node:os';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Lab, missingPrereq, NODE, ROOT, type Started } from '../test/dhcp/netns.ts';
 
 if (process.argv[2] === '--reflector') {
@@ -89,8 +94,20 @@ async function main() {
       return JSON.parse(gen.lines[before]!);
     };
 
+    // swarmboot decides as the daemon does: every DISCOVER is a machine looked up in the config and
+    // the state database (a new MAC each time, so each is also written there), then boot/pxe.ts.
+    let starts = 0;
+    const daemonConfig = (): string => {
+      const dir = path.join(lab.tmp, `daemon-${starts++}`);
+      mkdirSync(dir, { recursive: true });
+      const file = path.join(dir, 'swarmboot.yaml');
+      writeFileSync(file, 'server:\n  address: 10.66.0.1\n  dataDir: data\n  http: { port: 8080 }\n' +
+        'boot:\n  loaders: { bios: undionly.kpxe, uefi-x64: ipxe.efi, uefi-arm64: arm64/ipxe.efi }\n' +
+        'machines:\n  default: { action: local }\n');
+      return file;
+    };
     const swarmboot = (extra: object) => () =>
-      lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0'], logLevel: process.env.BENCH_DHCP_LOGLEVEL ?? 'info', logFile: path.join(lab.tmp, 'swarmboot.log'), logBufferBytes: 4096, ...extra }, { cpu: cpuServer });
+      lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0'], logLevel: process.env.BENCH_DHCP_LOGLEVEL ?? 'info', logFile: path.join(lab.tmp, 'swarmboot.log'), logBufferBytes: 4096, daemonConfig: daemonConfig(), ...extra }, { cpu: cpuServer });
     const dnsmasqArgs = [`--log-facility=${lab.tmp}/dnsmasq.log`, `--pid-file=${lab.tmp}/dnsmasq.pid`, `--dhcp-leasefile=${lab.tmp}/dnsmasq.leases`,
       '-k', '--conf-file=/dev/null', '--port=0', '--user=root', '--interface=br0', '--bind-interfaces',
       '--pxe-service=x86PC,Boot,undionly', '--pxe-service=X86-64_EFI,Boot,ipxe.efi', '--pxe-service=BC_EFI,Boot,ipxe.efi'];
@@ -102,6 +119,9 @@ async function main() {
     };
     const servers: Array<{ name: string; start: () => Promise<Started>; from?: number; latency?: false }> = [
       { name: 'swarmboot', start: swarmboot({}) },
+      // The DHCP front end alone, deciding with a fixed policy and no state: what the decision
+      // path (config lookup, state database, boot/pxe.ts) adds on top of codec and sockets.
+      { name: 'swarmboot-frontend', start: swarmboot({ daemonConfig: undefined }) },
       // The same with the kernel's default socket buffer, as dnsmasq has: what the 4 MiB buffer buys.
       { name: 'swarmboot-smallbuf', start: swarmboot({ socketBufferBytes: 0 }), latency: false },
       { name: 'dnsmasq', start: startDnsmasq(['--dhcp-range=10.66.0.0,proxy']) },
@@ -207,6 +227,10 @@ async function main() {
       const v = (x: number) => (Number.isFinite(x) ? String(x) : 'n/a');
       console.log(`BENCH dhcp ${metric}=${v(a)} baseline=dnsmasq:${v(b)} ratio=${ratio(a, b)}${n.length ? `  # ${n.join('; ')}` : ''}`);
     };
+    if (best['swarmboot-frontend']) {
+      console.log(`front end alone (fixed policy, no state): ${rateOf('swarmboot-frontend')}/s, p99 ${p99('swarmboot-frontend')} ms at 10,000/s; ` +
+        'the BENCH lines below decide as the daemon does (config, state database, boot/pxe.ts) for a new MAC every DISCOVER');
+    }
     line('offers_per_s', rateOf('swarmboot'), rateOf('dnsmasq'), [ladderNote('swarmboot'), ladderNote('dnsmasq')]);
     line('p99_ms', p99('swarmboot'), p99('dnsmasq'), [p99Note('swarmboot'), p99Note('dnsmasq')]);
     line('full_offers_per_s', rateOf('swarmboot-full'), rateOf('dnsmasq-full'), [ladderNote('swarmboot-full'), ladderNote('dnsmasq-full')]);

@@ -21,8 +21,7 @@ import { ContentService } from './content-service.ts';
 import { startDhcp, DhcpConfigError, type DhcpOptions, type DhcpServer } from './dhcp/server.ts';
 import type { DhcpReservation } from './dhcp/types.ts';
 import { existsSync } from 'node:fs';
-import { decidePxe } from '../boot/pxe.ts';
-import type { PxeDecider } from '../boot/types.ts';
+import { createPxeDecider } from './pxe-decider.ts';
 import { contentRoutes } from './http/content.ts';
 import { bootFileRoutes } from './http/boot-files.ts';
 import { TurnGate } from './http/content-turns.ts';
@@ -168,6 +167,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     const db = openDatabase(cfg0.server.dataDir);
     cleanups.push(() => db.close());
     const store = new MachineStore(db);
+    cleanups.push(() => store.flush());
     const metrics = new Registry();
     const reloads = metrics.counter('swarmboot_config_reloads_total', 'Config reloads by result (applied, unchanged, refused)');
     for (const result of ['applied', 'unchanged', 'refused']) reloads.inc({ result }, 0);
@@ -266,15 +266,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     let dhcpOf: () => DhcpServer | undefined = () => undefined;
     const dc = cfg0.server.dhcp;
     if (dc.enabled) {
-      const decide: PxeDecider = (facts) => {
-        const { plan } = deployments.boot(facts.mac, { ...(facts.uuid ? { uuid: facts.uuid } : {}), firmware: facts.firmware, ...(facts.clientIp ? { ip: facts.clientIp } : {}) }, { handout: false });
-        // facts.serverAddress is what this client can reach: server.address only on its own subnet
-        // (or through a relay), else the answering interface's address (server/dhcp/networks.ts).
-        const url = holder.current.server.http.publicUrl ?? `http://${facts.serverAddress}${httpPort === 80 ? '' : `:${httpPort}`}`;
-        const decision = decidePxe(facts, holder.current, plan, { baseUrl: url });
-        if (decision.action === 'boot' && decision.handsOutDeployment) store.transition(facts.mac, ['pending'], 'booting', `Windows Boot Manager handed out (${facts.firmware})`);
-        return decision;
-      };
+      const decide = createPxeDecider({ deployments, store, config: () => holder.current, httpPort: () => httpPort });
       const perMinute = dc.ratePerMacPerMinute;
       const dhcpOptions: DhcpOptions = {
         mode: dc.mode,

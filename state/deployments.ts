@@ -39,8 +39,6 @@ export interface SequenceBody {
 export class Deployments {
   private readonly d: DeploymentsDeps;
   private readonly log: Logger;
-  /** When each machine was last written as seen: a firmware repeating DISCOVERs costs one write a minute, not one per packet. */
-  private readonly seenAt = new Map<string, { at: number; facts: string }>();
 
   constructor(deps: DeploymentsDeps) {
     this.d = deps;
@@ -57,12 +55,14 @@ export class Deployments {
    */
   boot(mac: string, facts: SeenFacts, opts: { handout: boolean }): { plan: BootPlan; assignment: Assignment } {
     const cfg = this.d.config();
+    // Read before recording the sighting, which is written behind (state/machines.ts seen).
+    const row = this.d.store.get(mac);
     this.touch(mac, facts);
-    const uuid = facts.uuid ?? this.d.store.get(mac)?.uuid ?? undefined;
+    const uuid = facts.uuid ?? row?.uuid ?? undefined;
     const assignment = resolveAssignment(cfg, { mac, ...(uuid ? { uuid } : {}) });
     if (assignment.note) this.log.warn({ mac, note: assignment.note }, 'ambiguous machine match');
     const seq = assignment.sequence ? cfg.sequences[assignment.sequence] : undefined;
-    const plan = planBoot(assignment, deploymentOf(this.d.store.get(mac)), seq);
+    const plan = planBoot(assignment, deploymentOf(row), seq);
     if (plan.kind === 'deploy') {
       if (plan.start) this.d.store.startDeployment(mac, plan.deploymentKey, plan.sequence, seq?.steps.length ?? 0, plan.reason);
       if (opts.handout) this.d.store.transition(mac, ['pending'], 'booting', `boot environment handed out (${facts.firmware ?? 'unknown firmware'})`);
@@ -70,13 +70,8 @@ export class Deployments {
     return { plan, assignment };
   }
 
+  /** Sightings are batched and coalesced by the store (state/machines.ts), so every one is recorded. */
   private touch(mac: string, facts: SeenFacts): void {
-    const now = Date.now();
-    const key = JSON.stringify(facts);
-    const last = this.seenAt.get(mac);
-    if (last && last.facts === key && now - last.at < 60_000) return;
-    if (this.seenAt.size > 50_000) this.seenAt.clear();
-    this.seenAt.set(mac, { at: now, facts: key });
     this.d.store.seen(mac, facts);
   }
 

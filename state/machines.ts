@@ -114,6 +114,16 @@ export function deploymentOf(m: MachineRow | undefined): DeploymentRecord | unde
   return { deploymentKey: m.deploymentKey, sequence: m.sequence, state: m.state, generation: m.generation, step: m.step, resume: m.resume };
 }
 
+/** Sightings are written at most this long after they happen, or when this many are waiting. */
+const SEEN_FLUSH_MS = 50;
+const SEEN_BATCH = 1000;
+
+function definedFacts(f: SeenFacts): SeenFacts {
+  const out: SeenFacts = {};
+  for (const [k, v] of Object.entries(f)) if (v !== undefined && v !== null) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
 export class MachineStore {
   private readonly db: DatabaseSync;
   private readonly now: () => Date;
@@ -125,6 +135,8 @@ export class MachineStore {
   }
 
   private readonly statements = new Map<string, StatementSync>();
+  private readonly pendingSeen = new Map<string, { at: string; facts: SeenFacts }>();
+  private flushTimer: NodeJS.Timeout | undefined;
 
   /** Prepared once per SQL text: DHCP and TFTP call seen() on every packet burst. */
   private q(sql: string): StatementSync {
@@ -141,15 +153,23 @@ export class MachineStore {
   }
 
   get(mac: string): MachineRow | undefined {
+    if (this.pendingSeen.has(mac)) this.flush();
+    return this.row(mac);
+  }
+
+  /** The stored row, pending sightings aside (safe inside a transaction). */
+  private row(mac: string): MachineRow | undefined {
     const r = this.q('SELECT * FROM machines WHERE mac = ?').get(mac) as Row | undefined;
     return r ? toMachine(r) : undefined;
   }
 
   list(): MachineRow[] {
+    this.flush();
     return (this.q('SELECT * FROM machines ORDER BY mac').all() as Row[]).map(toMachine);
   }
 
   countByState(): Array<{ state: string; count: number }> {
+    this.flush();
     const rows = this.q("SELECT COALESCE(state, 'none') AS state, COUNT(*) AS n FROM machines GROUP BY 1").all() as Row[];
     return rows.map((r) => ({ state: String(r.state), count: Number(r.n) }));
   }
@@ -173,9 +193,40 @@ export class MachineStore {
     }));
   }
 
-  /** Record that the machine was seen (DHCP, TFTP, HTTP), creating it on first contact. */
+  /**
+   * Record that the machine was seen (DHCP, TFTP, HTTP), creating it on first contact. Written
+   * behind: sightings are gathered for up to `SEEN_FLUSH_MS` and written in one transaction that
+   * does not wait for the disk (synchronous=NORMAL). A PXE storm of new machines would otherwise
+   * cost a write, and an fsync, per DISCOVER on the event loop. A crash loses at most the last
+   * moment's sightings; what protects a finished machine (its deployment) is written at once and
+   * fully durable. `get` shows pending sightings; `list`, `countByState` and `flush` write them.
+   */
   seen(mac: string, facts: SeenFacts = {}): void {
-    const now = this.ts();
+    const prev = this.pendingSeen.get(mac);
+    const at = this.ts();
+    this.pendingSeen.set(mac, prev ? { at, facts: { ...prev.facts, ...definedFacts(facts) } } : { at, facts: definedFacts(facts) });
+    if (this.pendingSeen.size >= SEEN_BATCH) this.flush();
+    else if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), SEEN_FLUSH_MS).unref();
+  }
+
+  /** Write the pending sightings now (the daemon calls it before closing the database). */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pendingSeen.size === 0) return;
+    const batch = [...this.pendingSeen];
+    this.pendingSeen.clear();
+    this.db.exec('PRAGMA synchronous = NORMAL');
+    try {
+      transaction(this.db, () => {
+        for (const [mac, p] of batch) this.writeSeen(mac, p.facts, p.at);
+      });
+    } finally {
+      this.db.exec('PRAGMA synchronous = FULL');
+    }
+  }
+
+  private writeSeen(mac: string, facts: SeenFacts, now: string): void {
     this.q(
         `INSERT INTO machines (mac, uuid, first_seen, last_seen, firmware, ip, model) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (mac) DO UPDATE SET
@@ -203,7 +254,7 @@ export class MachineStore {
              started_at = ?, finished_at = NULL WHERE mac = ?`,
         )
         .run(key, sequence, stepTotal, reason, now, now, mac);
-      const m = this.get(mac)!;
+      const m = this.row(mac)!;
       this.insertEvent(mac, now, m.generation, 'deployment-assigned', null, null, reason, 'pending');
       return m;
     });
@@ -212,7 +263,7 @@ export class MachineStore {
   /** Move the deployment to `state` when it is in one of `from` (compare-and-set); returns whether it moved. */
   transition(mac: string, from: DeploymentState[], state: DeploymentState, message: string): boolean {
     return transaction(this.db, () => {
-      const m = this.get(mac);
+      const m = this.row(mac);
       if (!m || !m.state || !from.includes(m.state)) return false;
       const now = this.ts();
       this.q('UPDATE machines SET state = ?, message = ?, state_changed_at = ? WHERE mac = ?').run(state, message, now, mac);
@@ -231,7 +282,7 @@ export class MachineStore {
     ev: { type: string; step?: number; percent?: number; message?: string },
   ): T {
     return transaction(this.db, () => {
-      const current = this.get(mac);
+      const current = this.row(mac);
       const out = compute(current);
       if (!out.persist || !out.record || !current) return out;
       const r = out.record;

@@ -10,8 +10,19 @@ import { Registry } from '../../server/metrics.ts';
 import { startDhcp } from '../../server/dhcp/server.ts';
 import type { DhcpOptions } from '../../server/dhcp/types.ts';
 import { testDecider } from './decider.ts';
+import type { PxeDecider } from '../../boot/types.ts';
 
-type RunnerConfig = Omit<DhcpOptions, 'decide' | 'db' | 'logger' | 'metrics'> & { db?: string; logLevel?: string; logFile?: string; logBufferBytes?: number };
+type RunnerConfig = Omit<DhcpOptions, 'decide' | 'db' | 'logger' | 'metrics'> & {
+  db?: string;
+  logLevel?: string;
+  logFile?: string;
+  logBufferBytes?: number;
+  /**
+   * A swarmboot config file: decide with the daemon's own decider (assignments, deployment state
+   * in the state database, boot/pxe.ts) instead of the small test policy. The benchmark uses it.
+   */
+  daemonConfig?: string;
+};
 
 const arg = process.argv[2];
 if (!arg) {
@@ -26,9 +37,28 @@ if (cfg.db) {
   db.exec('PRAGMA journal_mode=WAL');
 }
 const metrics = new Registry();
-const { db: _db, logLevel: _l, logFile: _f, logBufferBytes: _b, ...rest } = cfg;
+const { db: _db, logLevel: _l, logFile: _f, logBufferBytes: _b, daemonConfig, ...rest } = cfg;
+
+/** The daemon's decider over its own state database (in the config's dataDir). */
+async function daemonDecider(file: string): Promise<PxeDecider> {
+  const { loadConfig } = await import('../../config/load.ts');
+  const { openDatabase } = await import('../../state/db.ts');
+  const { MachineStore } = await import('../../state/machines.ts');
+  const { Deployments } = await import('../../state/deployments.ts');
+  const { ContentService } = await import('../../server/content-service.ts');
+  const { createPxeDecider } = await import('../../server/pxe-decider.ts');
+  const config = loadConfig(file);
+  const state = openDatabase(config.server.dataDir);
+  const store = new MachineStore(state);
+  const content = new ContentService(state, logger, { sweepMs: 0, pollMs: 0, watch: false });
+  const port = config.server.http.port;
+  const deployments = new Deployments({ config: () => config, store, content: () => content.view(), baseUrl: (via) => `http://${via ?? '127.0.0.1'}:${port}`, serverAddress: () => config.server.address ?? '127.0.0.1', logger });
+  return createPxeDecider({ deployments, store, config: () => config, httpPort: () => port });
+}
+
 try {
-  const srv = await startDhcp({ ...rest, decide: testDecider, logger, metrics, ...(db ? { db } : {}) });
+  const decide = daemonConfig ? await daemonDecider(daemonConfig) : testDecider;
+  const srv = await startDhcp({ ...rest, decide, logger, metrics, ...(db ? { db } : {}) });
   process.stdout.write(`READY ${JSON.stringify({ ports: srv.ports, links: srv.links })}\n`);
   let closing = false;
   const stop = async () => {
