@@ -94,3 +94,52 @@ test('swarmboot backup copies the state database while the daemon runs', async (
     cleanup();
   }
 });
+
+/** A system Node older than 22.13, as Debian 12 and this project's CI machines have, if there is one. */
+function oldSystemNode(): string | undefined {
+  for (const p of ['/usr/bin/node', '/usr/local/bin/node']) {
+    const r = spawnSync(p, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    if (r.status !== 0) continue;
+    const [major, minor] = r.stdout.trim().split('.').map(Number) as [number, number];
+    if (major < 22 || (major === 22 && minor < 13)) return p;
+  }
+  return undefined;
+}
+
+test('bin/swarmboot.js under an old system Node runs the daemon on the bundled Node 24 and passes SIGHUP and SIGTERM on', { skip: !oldSystemNode() && 'no system Node older than 22.13 here' }, async () => {
+  const { dir, cleanup } = tempDir('sbt-launch-');
+  const { writeFiles, serverSection } = await import('./helpers.ts');
+  const { spawn } = await import('node:child_process');
+  // The launcher runs dist/ (npm ci builds it): build it from the current sources first.
+  const built = spawnSync(NODE, [join(ROOT, 'node_modules/.bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { encoding: 'utf8' });
+  assert.equal(built.status, 0, built.stdout + built.stderr);
+  writeFiles(dir, { 'swarmboot.yaml': `${serverSection()}sequences:\n  a: { steps: [{ type: command, run: a }] }\n  b: { steps: [{ type: command, run: b }] }\nmachines:\n  hosts: [{ mac: "00:00:00:00:00:01", sequence: a }]\n` });
+  const file = join(dir, 'swarmboot.yaml');
+  const child = spawn(oldSystemNode()!, [join(ROOT, 'bin/swarmboot.js'), 'serve', '--config', file, '--no-watch'], {
+    env: { ...process.env, PATH: '/usr/bin:/bin', SWARMBOOT_ADMIN_TOKEN: ADMIN_TOKEN },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const until = async (re: RegExp) => {
+    for (let i = 0; i < 300 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(out, re);
+  };
+  try {
+    await until(/"listen":"127\.0\.0\.1:(\d+)"/);
+    const port = /"listen":"127\.0\.0\.1:(\d+)"/.exec(out)![1];
+    const seq = async () => ((await (await fetch(`http://127.0.0.1:${port}/api/v1/machines/00:00:00:00:00:01/sequence`)).json()) as { sequence: string }).sequence;
+    assert.equal(await seq(), 'a');
+    writeFiles(dir, { 'swarmboot.yaml': `${serverSection()}sequences:\n  a: { steps: [{ type: command, run: a }] }\n  b: { steps: [{ type: command, run: b }] }\nmachines:\n  hosts: [{ mac: "00:00:00:00:00:01", sequence: b }]\n` });
+    child.kill('SIGHUP'); // what `systemctl reload` sends to the launcher
+    await until(/"result":"applied".*SIGHUP reload/);
+    assert.equal(await seq(), 'b', 'the daemon behind the launcher reloaded');
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, 'SIGTERM stops the daemon cleanly');
+  } finally {
+    child.kill('SIGKILL');
+    cleanup();
+  }
+});
