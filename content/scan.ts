@@ -32,7 +32,7 @@ export interface ScanOptions {
  * so one missing share does not stop the daemon. An id declared twice makes neither usable.
  */
 export async function scanContent(specs: readonly PackageSpec[], opts: ScanOptions): Promise<Catalogue> {
-  const log = opts.logger.child({ component: 'content' });
+  const log = opts.logger.bindings().component ? opts.logger : opts.logger.child({ component: 'content' });
   const cache = new HashCache(opts.db);
   const problems = new Map<string, string>();
   const plans: PackagePlan[] = [];

@@ -79,6 +79,8 @@ test('swarmboot backup copies the state database while the daemon runs', async (
   const d = await startCli(['serve', '--config', file, '--no-watch']);
   try {
     assert.equal((await fetch(`${d.url}/api/v1/machines/00:00:00:00:00:01/sequence`)).status, 200);
+    const cmdline = readFileSync(`/proc/${d.child.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(cmdline.includes('--max-semi-space-size=4'), `serve re-executes itself with a small young generation, same PID: ${cmdline.join(' ')}`);
     const out = join(dir, 'backup.db');
     const r = cli('backup', '--config', file, out);
     assert.equal(r.status, 0, r.stderr);
