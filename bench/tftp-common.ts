@@ -63,7 +63,8 @@ export class Bench {
   async startSwarmboot(opts: Record<string, unknown> = {}): Promise<{ proc: ChildProcess; port: number }> {
     const js = path.join(this.dir, 'js');
     buildJs(js);
-    const proc = this.startDaemon(NODE, [path.join(js, 'bench/tftp-serve.js'), JSON.stringify({ root: this.root, host: '127.0.0.1', port: 0, maxTransfers: 500, ...opts })]);
+    // The V8 flag the daemon runs with (cli.ts re-executes `serve` with it), so RSS is production's.
+    const proc = this.startDaemon(NODE, ['--max-semi-space-size=4', path.join(js, 'bench/tftp-serve.js'), JSON.stringify({ root: this.root, host: '127.0.0.1', port: 0, maxTransfers: 500, ...opts })]);
     const port = Number((await waitLine(proc, /READY (\d+)/))[1]);
     return { proc, port };
   }
