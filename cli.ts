@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from './config/load.ts';
+import { DAEMON_V8_FLAGS } from './server/v8-flags.ts';
 import { loadConfigChecked } from './config/content-check.ts';
 import { createLogger } from './server/log.ts';
 import { startDaemon } from './server/daemon.ts';
@@ -215,11 +216,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * The daemon's young generation is kept small (4 MiB semi-spaces, not V8's 16-32): file bytes live
- * in Buffers outside the heap, and a large young generation only inflated the resident set under
- * load (bench http: peak RSS 175 -> 150 MB, throughput unchanged). A V8 heap flag must be given at
- * start, so a long-running command re-executes itself with it, in the same process (same PID, for
- * systemd). An explicit --max-semi-space-size (command line or NODE_OPTIONS) is left alone.
+ * The daemon's young generation is kept small (server/v8-flags.ts says why). A V8 heap flag must be
+ * given at start, so a long-running command re-executes itself with it, in the same process (same
+ * PID, for systemd). An explicit --max-semi-space-size (command line or NODE_OPTIONS) is left alone.
  */
 function withSmallYoungGeneration(argv: string[]): void {
   const cmd = argv.find((a) => !a.startsWith('-'));
@@ -227,7 +226,7 @@ function withSmallYoungGeneration(argv: string[]): void {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-semi-space-size'));
   const execve = (process as { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
   if (given || !execve || !process.argv[1]) return;
-  execve(process.execPath, [process.execPath, '--max-semi-space-size=4', ...process.execArgv, process.argv[1], ...argv], process.env);
+  execve(process.execPath, [process.execPath, ...DAEMON_V8_FLAGS, ...process.execArgv, process.argv[1], ...argv], process.env);
 }
 
 withSmallYoungGeneration(process.argv.slice(2));

@@ -107,7 +107,7 @@ async function main() {
       return file;
     };
     const swarmboot = (extra: object) => () =>
-      lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0'], logLevel: process.env.BENCH_DHCP_LOGLEVEL ?? 'info', logFile: path.join(lab.tmp, 'swarmboot.log'), logBufferBytes: 4096, daemonConfig: daemonConfig(), ...extra }, { cpu: cpuServer });
+      lab.dhcp(srv, { mode: 'proxy', interfaces: ['br0'], logLevel: process.env.BENCH_DHCP_LOGLEVEL ?? 'info', logFile: path.join(lab.tmp, 'swarmboot.log'), daemonConfig: daemonConfig(), ...extra }, { cpu: cpuServer });
     const dnsmasqArgs = [`--log-facility=${lab.tmp}/dnsmasq.log`, `--pid-file=${lab.tmp}/dnsmasq.pid`, `--dhcp-leasefile=${lab.tmp}/dnsmasq.leases`,
       '-k', '--conf-file=/dev/null', '--port=0', '--user=root', '--interface=br0', '--bind-interfaces',
       '--pxe-service=x86PC,Boot,undionly', '--pxe-service=X86-64_EFI,Boot,ipxe.efi', '--pxe-service=BC_EFI,Boot,ipxe.efi'];

@@ -4,11 +4,13 @@
  * or any part alone.
  */
 import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DatabaseSync } from 'node:sqlite';
 import { ConfigHolder, type ReloadResult } from '../config/holder.ts';
 import type { LoadedConfig } from '../config/load.ts';
-import { openDatabase } from '../state/db.ts';
+import { DB_FILE, openDatabase } from '../state/db.ts';
+import { Checkpointer } from '../state/checkpointer.ts';
 import { MachineStore } from '../state/machines.ts';
 import { Deployments } from '../state/deployments.ts';
 import { Registry } from './metrics.ts';
@@ -166,9 +168,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   try {
     const db = openDatabase(cfg0.server.dataDir);
     cleanups.push(() => db.close());
+    // WAL checkpoints run in a worker thread: no fsync stall on the thread answering DHCP and TFTP.
+    const checkpointer = Checkpointer.start(db, join(cfg0.server.dataDir, DB_FILE), log);
+    cleanups.push(() => checkpointer.stop());
     const store = new MachineStore(db);
     cleanups.push(() => store.flush());
     const metrics = new Registry();
+    metrics.gauge('swarmboot_state_wal_frames', 'Frames in the state database WAL at the last checkpoint (copied back once a second, off the event loop)').collect(() => [{ labels: {}, value: checkpointer.last?.log ?? 0 }]);
     const reloads = metrics.counter('swarmboot_config_reloads_total', 'Config reloads by result (applied, unchanged, refused)');
     for (const result of ['applied', 'unchanged', 'refused']) reloads.inc({ result }, 0);
     metrics.gauge('swarmboot_config_last_reload_ok', '1 when the last reload was applied (or nothing changed), 0 when it was refused and an older config serves').collect(() => [{ labels: {}, value: holder.lastError ? 0 : 1 }]);

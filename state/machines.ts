@@ -115,8 +115,11 @@ export function deploymentOf(m: MachineRow | undefined): DeploymentRecord | unde
 }
 
 /** Sightings are written at most this long after they happen, or when this many are waiting. */
-const SEEN_FLUSH_MS = 50;
-const SEEN_BATCH = 1000;
+const SEEN_FLUSH_MS = 20;
+const SEEN_BATCH = 500;
+/** How often a lookup checks whether another process changed the database (state/machines.ts `known`). */
+const KNOWN_RECHECK_MS = 100;
+const KNOWN_MAX = 500_000;
 
 function definedFacts(f: SeenFacts): SeenFacts {
   const out: SeenFacts = {};
@@ -154,7 +157,44 @@ export class MachineStore {
 
   get(mac: string): MachineRow | undefined {
     if (this.pendingSeen.has(mac)) this.flush();
+    else if (this.knownAbsent(mac)) return undefined;
     return this.row(mac);
+  }
+
+  /**
+   * The MACs that have a row, so that looking up a machine never seen before (every DISCOVER of a
+   * PXE storm of new machines) costs no query. This process creates every row it writes through
+   * this class and rows are never deleted; a row another process (a script on the same database)
+   * creates is noticed through SQLite's data_version, checked at most every `KNOWN_RECHECK_MS`,
+   * and then the set is rebuilt. Past `KNOWN_MAX` machines the set is dropped and every lookup
+   * queries.
+   */
+  private known: Set<string> | undefined;
+  private knownDisabled = false;
+  private dataVersion = -1;
+  private knownCheckedAt = 0;
+
+  /** True only when `mac` certainly has no row. */
+  private knownAbsent(mac: string): boolean {
+    if (this.knownDisabled) return false;
+    const t = performance.now();
+    if (t - this.knownCheckedAt >= KNOWN_RECHECK_MS || !this.known) {
+      this.knownCheckedAt = t;
+      const v = Number((this.q('PRAGMA data_version').get() as Row).data_version);
+      if (v !== this.dataVersion || !this.known) {
+        this.dataVersion = v;
+        const known = new Set<string>();
+        for (const r of this.q('SELECT mac FROM machines').iterate() as Iterable<Row>) known.add(r.mac as string);
+        for (const m of this.pendingSeen.keys()) known.add(m);
+        this.known = known;
+      }
+    }
+    if (this.known!.size > KNOWN_MAX) {
+      this.known = undefined;
+      this.knownDisabled = true;
+      return false;
+    }
+    return !this.known!.has(mac);
   }
 
   /** The stored row, pending sightings aside (safe inside a transaction). */
@@ -202,6 +242,7 @@ export class MachineStore {
    * fully durable. `get` shows pending sightings; `list`, `countByState` and `flush` write them.
    */
   seen(mac: string, facts: SeenFacts = {}): void {
+    this.known?.add(mac);
     const prev = this.pendingSeen.get(mac);
     const at = this.ts();
     this.pendingSeen.set(mac, prev ? { at, facts: { ...prev.facts, ...definedFacts(facts) } } : { at, facts: definedFacts(facts) });
@@ -244,6 +285,7 @@ export class MachineStore {
   startDeployment(mac: string, key: string, sequence: string, stepTotal: number, reason: string): MachineRow {
     return transaction(this.db, () => {
       const now = this.ts();
+      this.known?.add(mac);
       this.q(
           `INSERT INTO machines (mac, generation) VALUES (?, 0) ON CONFLICT (mac) DO NOTHING`,
         )

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { DAEMON_V8_FLAGS } from '../../server/v8-flags.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const NODE = path.join(ROOT, 'node_modules/.bin/node');
@@ -124,7 +125,8 @@ export class Lab {
 
   /** Run the DHCP runner in `ns` with `cfg`; resolves once it is listening. */
   async dhcp(ns: string, cfg: object, opts: { cpu?: number } = {}): Promise<Started & { ready: { ports: { server: number; pxe?: number } } }> {
-    const s = this.spawn(ns, NODE, [path.join(ROOT, 'test/dhcp/runner.ts'), JSON.stringify(cfg)], opts);
+    // With the daemon's V8 flags: its garbage collector pauses are part of what is measured.
+    const s = this.spawn(ns, NODE, [...DAEMON_V8_FLAGS, path.join(ROOT, 'test/dhcp/runner.ts'), JSON.stringify(cfg)], opts);
     const l = await s.line(/^(READY|ERROR) /, 20_000);
     if (l.startsWith('ERROR')) throw new Error(`runner: ${l}`);
     return Object.assign(s, { ready: JSON.parse(l.slice(6)) });

@@ -53,3 +53,37 @@ test('a deployment started right after a sighting does not trip over the batch (
     cleanup();
   }
 });
+
+test('a machine never seen costs no query, yet rows written by this store or by another connection are always found', async () => {
+  const { dir, cleanup } = tempDir('sbt-known-');
+  try {
+    const db = openDatabase(dir);
+    const store = new MachineStore(db);
+    for (let i = 0; i < 300; i++) store.seen(mac(i), { firmware: 'bios' });
+    store.flush();
+    assert.equal(store.get(mac(5000)), undefined, 'unknown');
+    // Written by this store: a sighting (pending or flushed) and a deployment of a machine never seen.
+    store.seen(mac(5000), { firmware: 'uefi-x64' });
+    assert.equal(store.get(mac(5000))?.firmware, 'uefi-x64');
+    store.startDeployment(mac(5001), 'k', 's', 2, 'assigned');
+    assert.equal(store.get(mac(5001))?.state, 'pending');
+    // A sighting pending while the set of known machines is rebuilt is still found after its flush.
+    store.seen(mac(5002), { firmware: 'bios' });
+    const other = openDatabase(dir);
+    const otherStore = new MachineStore(other);
+    otherStore.startDeployment(mac(6000), 'k', 's', 2, 'another process');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(store.get(mac(6000))?.state, 'pending', 'a row another connection created is noticed (data_version) and found');
+    store.flush();
+    assert.equal(store.get(mac(5002))?.firmware, 'bios');
+    // Rows of the other connection that exist before this store ever looked are found too.
+    otherStore.seen(mac(6001), { firmware: 'uefi-arm64' });
+    otherStore.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(store.get(mac(6001))?.firmware, 'uefi-arm64');
+    other.close();
+    db.close();
+  } finally {
+    cleanup();
+  }
+});
