@@ -23,6 +23,15 @@ abstract class Metric {
   }
 
   protected key(labels: Labels): string {
+    // Called per packet by the DHCP and TFTP front ends: no array work for the usual 0 or 1 label.
+    let only: string | undefined;
+    let n = 0;
+    for (const k in labels) {
+      only = k;
+      if (++n > 1) break;
+    }
+    if (n === 0) return '';
+    if (n === 1) return `${only}=${String(labels[only!])}`;
     const keys = Object.keys(labels).sort();
     return keys.map((k) => `${k}=${String(labels[k])}`).join(',');
   }

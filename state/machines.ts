@@ -121,24 +121,31 @@ const SEEN_BATCH = 500;
 const KNOWN_RECHECK_MS = 100;
 const KNOWN_MAX = 500_000;
 
-function definedFacts(f: SeenFacts): SeenFacts {
-  const out: SeenFacts = {};
-  for (const [k, v] of Object.entries(f)) if (v !== undefined && v !== null) (out as Record<string, unknown>)[k] = v;
-  return out;
+/** A pending sighting: the latest time and every fact seen since the last write. */
+interface PendingSeen {
+  at: string;
+  uuid: string | undefined;
+  firmware: string | undefined;
+  ip: string | undefined;
+  model: string | undefined;
 }
 
 export class MachineStore {
   private readonly db: DatabaseSync;
   private readonly now: () => Date;
 
-  constructor(db: DatabaseSync, now: () => Date = () => new Date()) {
+  constructor(db: DatabaseSync, now?: () => Date) {
     this.db = db;
-    this.now = now;
+    this.now = now ?? (() => new Date());
+    this.realClock = !now;
     db.exec(SCHEMA);
   }
 
   private readonly statements = new Map<string, StatementSync>();
-  private readonly pendingSeen = new Map<string, { at: string; facts: SeenFacts }>();
+  private readonly pendingSeen = new Map<string, PendingSeen>();
+  private readonly realClock: boolean;
+  private isoMs = -1;
+  private iso = '';
   private flushTimer: NodeJS.Timeout | undefined;
 
   /** Prepared once per SQL text: DHCP and TFTP call seen() on every packet burst. */
@@ -152,7 +159,14 @@ export class MachineStore {
   }
 
   private ts(): string {
-    return this.now().toISOString();
+    if (!this.realClock) return this.now().toISOString();
+    // One string per millisecond, not per sighting: a storm of DISCOVERs shares them.
+    const ms = Date.now();
+    if (ms !== this.isoMs) {
+      this.isoMs = ms;
+      this.iso = new Date(ms).toISOString();
+    }
+    return this.iso;
   }
 
   get(mac: string): MachineRow | undefined {
@@ -245,7 +259,15 @@ export class MachineStore {
     this.known?.add(mac);
     const prev = this.pendingSeen.get(mac);
     const at = this.ts();
-    this.pendingSeen.set(mac, prev ? { at, facts: { ...prev.facts, ...definedFacts(facts) } } : { at, facts: definedFacts(facts) });
+    if (prev) {
+      prev.at = at;
+      prev.uuid = facts.uuid ?? prev.uuid;
+      prev.firmware = facts.firmware ?? prev.firmware;
+      prev.ip = facts.ip ?? prev.ip;
+      prev.model = facts.model ?? prev.model;
+    } else {
+      this.pendingSeen.set(mac, { at, uuid: facts.uuid ?? undefined, firmware: facts.firmware ?? undefined, ip: facts.ip ?? undefined, model: facts.model ?? undefined });
+    }
     if (this.pendingSeen.size >= SEEN_BATCH) this.flush();
     else if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), SEEN_FLUSH_MS).unref();
   }
@@ -260,14 +282,14 @@ export class MachineStore {
     this.db.exec('PRAGMA synchronous = NORMAL');
     try {
       transaction(this.db, () => {
-        for (const [mac, p] of batch) this.writeSeen(mac, p.facts, p.at);
+        for (const [mac, p] of batch) this.writeSeen(mac, p, p.at);
       });
     } finally {
       this.db.exec('PRAGMA synchronous = FULL');
     }
   }
 
-  private writeSeen(mac: string, facts: SeenFacts, now: string): void {
+  private writeSeen(mac: string, facts: PendingSeen, now: string): void {
     this.q(
         `INSERT INTO machines (mac, uuid, first_seen, last_seen, firmware, ip, model) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (mac) DO UPDATE SET
