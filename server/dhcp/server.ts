@@ -79,9 +79,14 @@ function bindError(err: NodeJS.ErrnoException, what: string, address: string, po
   return new Error(`cannot listen on ${where}: ${err.message}`);
 }
 
+/** Every address here is an IPv4 literal: skip dgram's per-send DNS lookup (a tick and a closure). */
+function literalLookup(address: string, _o: unknown, cb: (err: Error | null, address: string, family: number) => void): void {
+  cb(null, address, 4);
+}
+
 function bind(address: string, port: number, reuseAddr: boolean, what: string, recvBuffer = 0): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr });
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr, lookup: literalLookup as never });
     const onError = (err: Error) => {
       s.close();
       reject(bindError(err as NodeJS.ErrnoException, what, address, port));
@@ -117,7 +122,7 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
       Object.entries(store.counts(Date.now())).map(([state, value]) => ({ labels: { state }, value })),
     );
   }
-  const replies = opts.metrics.counter('swarmboot_dhcp_replies_total', 'DHCP replies sent, by message type');
+  const replies = opts.metrics.counter('swarmboot_dhcp_replies_total', 'DHCP replies handed to the kernel, by message type (a send the kernel then refuses also counts in dropped_total, reason send_error)');
   const dropped = opts.metrics.counter('swarmboot_dhcp_dropped_total', 'DHCP packets not answered, by reason');
   const handler = createHandler({ opts, topo, ...(store ? { store } : {}), logger: opts.logger, metrics: opts.metrics });
 
@@ -164,14 +169,15 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
         case 'client': address = o.to.address; port = clientPort; break;
         case 'source': sock = inbound; address = o.to.address; port = o.to.port; break;
       }
-      sock.send(o.buf, port, address, (err) => {
-        if (err) {
-          dropped.inc({ reason: 'send_error' });
-          log.warn({ to: `${address}:${port}`, err: err.message }, 'sending DHCP reply failed');
-        } else {
-          replies.inc({ type: o.type });
-        }
-      });
+      // No completion callback (one more callback per packet): the kernel takes a datagram or the
+      // socket reports the error, counted and logged by its 'error' listener.
+      try {
+        sock.send(o.buf, port, address);
+        replies.inc({ type: o.type });
+      } catch (err) {
+        dropped.inc({ reason: 'send_error' });
+        log.warn({ to: `${address}:${port}`, err: (err as Error).message }, 'sending DHCP reply failed');
+      }
     };
 
     const listenOn = (s: dgram.Socket, via: 'dhcp' | 'pxe', local: Link | undefined) => {
@@ -179,7 +185,10 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
         const r = handler.handle(buf, { address: rinfo.address, port: rinfo.port }, via, local);
         for (const o of r.out) send(o, s);
       });
-      s.on('error', (err) => log.warn({ err: err.message }, 'DHCP socket error'));
+      s.on('error', (err) => {
+        dropped.inc({ reason: 'send_error' });
+        log.warn({ err: err.message }, 'sending a DHCP reply failed');
+      });
     };
     const mainLink = [...linkSock].find(([, s]) => s === main)?.[0];
     listenOn(main, 'dhcp', mainLink);
