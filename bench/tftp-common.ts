@@ -4,7 +4,7 @@
  * cleanup. Not a benchmark itself (the '-' in the name keeps it out of `npm run bench`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';
 import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
@@ -211,6 +211,9 @@ export function buildJs(out: string): void {
     mkdirSync(path.join(out, path.dirname(f)), { recursive: true });
     writeFileSync(path.join(out, f.replace(/\.ts$/, '.js')), js);
   }
+  // The batched-send addon (server/tftp/batch-send.ts finds it by walking up to native/).
+  rmSync(path.join(out, 'native'), { force: true });
+  symlinkSync(path.join(repo, 'native'), path.join(out, 'native'));
 }
 
 export function median(xs: number[]): number {

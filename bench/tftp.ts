@@ -46,7 +46,8 @@ async function main(bench: Bench): Promise<void> {
   // All three servers run side by side and every round measures each of them in turn, so the load that other
   // work puts on this machine spreads over all of them alike; each figure is the median of REPEAT rounds.
   // maxWindowsize 64 whatever the default, so the sweep below can ask for every size it measures.
-  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64 });
+  // BENCH_TFTP_BATCH=0: one dgram send per datagram, as before the native batched send (server/tftp/batch-send.ts).
+  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64, batchSend: process.env.BENCH_TFTP_BATCH !== '0' });
   const atPort = 6969;
   const at = bench.startAtftpd(atPort);
   await bench.waitUdpPort(atPort);
