@@ -7,7 +7,7 @@
  * the host's; the namespace and every process started in it are removed at the end.
  * The 50 × 600 MB memory run is its own benchmark, bench/tftpmem.ts (it takes minutes).
  *
- * Run: node_modules/.bin/node bench/tftp.ts   (root; needs atftp, atftpd, dnsmasq, iproute2, nftables)
+ * Run: node_modules/.bin/node bench/tftp.ts   (root; needs atftp, atftpd, dnsmasq, iproute2, nftables, ethtool)
  * Prints `BENCH tftp …` lines at the end, among them the servers' CPU time per MB (lower is better), which is what
  * a real network would cost them whatever the client's speed. BENCH_TFTP_BATCH=0 runs swarmboot with one dgram
  * send per datagram instead of a window per syscall (server/tftp/batch-send.ts), for a before/after.
