@@ -51,9 +51,13 @@ const include = [
 if (!include) fail(`no node_api.h beside ${process.execPath} nor in /usr/include/node`);
 
 const compilers = process.env.CC ? [process.env.CC] : ['cc', 'gcc', 'clang'];
-mkdirSync(path.dirname(out), { recursive: true });
+try {
+  mkdirSync(path.dirname(out), { recursive: true });
+} catch (e) {
+  fail(`cannot create ${path.dirname(out)}: ${e.code ?? e.message} (run npm ci, or node native/build.mjs, as its owner)`);
+}
 const tmp = `${out}.${process.pid}.tmp`;
-let lastErr = '';
+const errors = [];
 for (const cc of compilers) {
   try {
     execFileSync(cc, ['-shared', '-fPIC', '-O2', '-Wall', '-DNODE_GYP_MODULE_NAME=udp_batch', '-DNAPI_VERSION=8', `-I${include}`, '-o', tmp, SOURCE], {
@@ -70,7 +74,7 @@ for (const cc of compilers) {
     process.exit(0);
   } catch (e) {
     rmSync(tmp, { force: true });
-    lastErr = e.code === 'ENOENT' ? `${cc}: not found` : `${cc}: ${String(e.stderr ?? e.message).trim().split('\n').slice(0, 3).join(' ')}`;
+    errors.push(e.code === 'ENOENT' ? null : `${cc}: ${(e.stderr?.toString().trim() || e.message).split('\n').slice(0, 3).join(' ')}`);
   }
 }
-fail(lastErr);
+fail(errors.some((e) => e) ? errors.filter((e) => e).join('; ') : `no C compiler: ${compilers.join(', ')} not found (set CC, or install gcc and libc6-dev)`);
