@@ -4,7 +4,7 @@
  * cleanup. Not a benchmark itself (the '-' in the name keeps it out of `npm run bench`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { stripTypeScriptTypes } from 'node:module';
 import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
@@ -120,6 +120,12 @@ export class Bench {
   /** Drops `permille`/1000 of all UDP packets arriving in the namespace, at random (nftables; this kernel has no sch_netem). */
   setLoss(permille: number): void {
     spawnSync('ip', ['netns', 'exec', this.ns, 'nft', 'delete', 'table', 'inet', 'sbtftp_bench_loss']);
+    // swarmboot sends a window as one UDP GSO buffer, and loopback (tx-udp-segmentation on, as Linux sets it) carries
+    // it whole to the receiving socket, where it is cut into datagrams: the input hook below would see, and drop,
+    // whole windows. Under loss it is cut in software before the device instead, as for a NIC without UDP
+    // segmentation offload, so the rule meets single datagrams as it would on a wire.
+    const seg = spawnSync('ip', ['netns', 'exec', this.ns, 'ethtool', '-K', 'lo', 'tx-udp-segmentation', permille > 0 ? 'off' : 'on']);
+    if (seg.status !== 0 && permille > 0) console.error('ethtool missing: the loss rule drops whole GSO windows, not datagrams');
     if (permille <= 0) return;
     const rules = `table inet sbtftp_bench_loss {
   chain in {
@@ -173,6 +179,14 @@ export async function waitLine(p: ChildProcess, re: RegExp, ms = 10000): Promise
 }
 
 /** Resident set size of a process, current (VmRSS) or its lifetime peak (VmHWM), in MB. */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** User + system CPU time a process has used so far, in ms. */
+export function cpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
+
 export function rssMB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const m = s.match(new RegExp(`${field}:\\s+(\\d+) kB`));
@@ -211,6 +225,9 @@ export function buildJs(out: string): void {
     mkdirSync(path.join(out, path.dirname(f)), { recursive: true });
     writeFileSync(path.join(out, f.replace(/\.ts$/, '.js')), js);
   }
+  // The batched-send addon (server/tftp/batch-send.ts finds it by walking up to native/).
+  rmSync(path.join(out, 'native'), { force: true });
+  symlinkSync(path.join(repo, 'native'), path.join(out, 'native'));
 }
 
 export function median(xs: number[]): number {

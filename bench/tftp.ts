@@ -7,12 +7,14 @@
  * the host's; the namespace and every process started in it are removed at the end.
  * The 50 × 600 MB memory run is its own benchmark, bench/tftpmem.ts (it takes minutes).
  *
- * Run: node_modules/.bin/node bench/tftp.ts   (root; needs atftp, atftpd, dnsmasq, iproute2, nftables)
- * Prints `BENCH tftp …` lines at the end.
+ * Run: node_modules/.bin/node bench/tftp.ts   (root; needs atftp, atftpd, dnsmasq, iproute2, nftables, ethtool)
+ * Prints `BENCH tftp …` lines at the end, among them the servers' CPU time per MB (lower is better), which is what
+ * a real network would cost them whatever the client's speed. BENCH_TFTP_BATCH=0 runs swarmboot with one dgram
+ * send per datagram instead of a window per syscall (server/tftp/batch-send.ts), for a before/after.
  */
 import os from 'node:os';
 import path from 'node:path';
-import { Bench, fmt, makeFile, median, rssMB, stop } from './tftp-common.ts';
+import { Bench, cpuMs, fmt, makeFile, median, rssMB, stop } from './tftp-common.ts';
 
 const BIG_MB = Number(process.env.BENCH_TFTP_MB ?? 200);
 const PAR_MB = 30;
@@ -46,14 +48,22 @@ async function main(bench: Bench): Promise<void> {
   // All three servers run side by side and every round measures each of them in turn, so the load that other
   // work puts on this machine spreads over all of them alike; each figure is the median of REPEAT rounds.
   // maxWindowsize 64 whatever the default, so the sweep below can ask for every size it measures.
-  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64 });
+  // BENCH_TFTP_BATCH=0: one dgram send per datagram, as before the native batched send (server/tftp/batch-send.ts).
+  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64, batchSend: process.env.BENCH_TFTP_BATCH !== '0' });
   const atPort = 6969;
   const at = bench.startAtftpd(atPort);
   await bench.waitUdpPort(atPort);
   const dm = bench.startDnsmasq();
   await bench.waitUdpPort(69);
   const fetch = bench.fetch.bind(bench);
-  const single = async (port: number, file: string, mb: number, ws: number): Promise<number> => mb / (await fetch(port, file, ws));
+  const pidOf = new Map([[sbPort, sb.pid!], [atPort, at.pid!], [69, dm.pid!]]);
+  /** MB/s of one download; with `cpu`, also the server's CPU time per MB (ms), what a real network would cost it. */
+  const single = async (port: number, file: string, mb: number, ws: number, cpu?: number[]): Promise<number> => {
+    const c0 = cpu ? cpuMs(pidOf.get(port)!) : 0;
+    const seconds = await fetch(port, file, ws);
+    cpu?.push((cpuMs(pidOf.get(port)!) - c0) / mb);
+    return mb / seconds;
+  };
   const parallel = async (port: number): Promise<number> => {
     const t0 = performance.now();
     await Promise.all(Array.from({ length: PAR_N }, () => fetch(port, 'par.bin', 1)));
@@ -65,11 +75,14 @@ async function main(bench: Bench): Promise<void> {
   await Promise.all([fetch(atPort, 'big.bin', 16), fetch(69, 'par.bin', 1)]);
 
   const r = { sbWs16: [] as number[], atWs16: [] as number[], sbLock: [] as number[], dmLock: [] as number[], sbPar: [] as number[], dmPar: [] as number[] };
+  // On loopback the server's CPU time also pays for delivering to the client's socket (softirq in the sender's
+  // context); still the figure that tracks what one datagram costs it, whatever the client's own speed.
+  const cpu = { sbWs16: [] as number[], atWs16: [] as number[], sbLock: [] as number[], dmLock: [] as number[] };
   for (let i = 0; i < REPEAT; i++) {
-    r.sbWs16.push(await single(sbPort, 'big.bin', BIG_MB, 16));
-    r.atWs16.push(await single(atPort, 'big.bin', BIG_MB, 16));
-    r.sbLock.push(await single(sbPort, 'big.bin', BIG_MB, 1));
-    r.dmLock.push(await single(69, 'big.bin', BIG_MB, 1));
+    r.sbWs16.push(await single(sbPort, 'big.bin', BIG_MB, 16, cpu.sbWs16));
+    r.atWs16.push(await single(atPort, 'big.bin', BIG_MB, 16, cpu.atWs16));
+    r.sbLock.push(await single(sbPort, 'big.bin', BIG_MB, 1, cpu.sbLock));
+    r.dmLock.push(await single(69, 'big.bin', BIG_MB, 1, cpu.dmLock));
     r.sbPar.push(await parallel(sbPort));
     r.dmPar.push(await parallel(69));
   }
@@ -119,7 +132,9 @@ async function main(bench: Bench): Promise<void> {
 
   if (compared) {
     results.push(line('ws16_MBps', r.sbWs16, 'atftpd', r.atWs16));
+    results.push(line('ws16_server_cpu_ms_per_MB', cpu.sbWs16, 'atftpd', cpu.atWs16));
     results.push(line('lockstep_MBps', r.sbLock, 'dnsmasq', r.dmLock));
+    results.push(line('lockstep_server_cpu_ms_per_MB', cpu.sbLock, 'dnsmasq', cpu.dmLock));
     results.push(line('parallel20_MBps', r.sbPar, 'dnsmasq', r.dmPar));
     results.push(line('peak_rss_MB', [sbRss], 'dnsmasq', [dmRss]));
   }

@@ -24,6 +24,7 @@ import {
 import { negotiate, toNetascii } from './negotiate.ts';
 import { normalizeName, PathResolver } from './path.ts';
 import { Transfer, type Outcome } from './transfer.ts';
+import { dgramOnly, loadBatchSend, type SendPath } from './batch-send.ts';
 
 export interface TftpClient {
   address: string;
@@ -62,6 +63,11 @@ export interface TftpOptions {
   chunkBytes?: number;
   /** Largest file served in netascii mode (converted in memory; default 16 MiB). */
   netasciiMaxBytes?: number;
+  /**
+   * Send each window's DATA in one syscall (UDP GSO, else sendmmsg) through the native addon in native/, when it
+   * builds and loads (default true); otherwise, or when false, one dgram send per datagram. See batch-send.ts.
+   */
+  batchSend?: boolean;
   logger: Logger;
   metrics?: Registry;
   /**
@@ -82,6 +88,8 @@ export interface TftpStats {
   transfers: Record<string, number>;
   droppedPackets: Record<string, number>;
   cache: CacheStats;
+  /** How DATA windows go out: one GSO or sendmmsg syscall per window, or a dgram send per datagram. */
+  sendPath: SendPath;
 }
 
 export interface TftpServer {
@@ -165,6 +173,9 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
   };
   const newSocket = (): dgram.Socket => dgram.createSocket({ type: family, lookup: lookup as never });
 
+  // Before the main socket is bound: a first start may build the addon (about a second), and requests arriving
+  // meanwhile would find no 'message' listener.
+  const batch = opts.batchSend === false ? dgramOnly('batchSend: false') : await loadBatchSend();
   const main = newSocket();
   main.on('error', (err) => log.error({ err }, 'tftp socket error'));
   try {
@@ -183,7 +194,10 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
     }
     throw bindError(e as NodeJS.ErrnoException, host, port);
   }
-  log.info({ address: host, port: main.address().port, root: opts.root }, 'tftp listening');
+  log.info(
+    { address: host, port: main.address().port, root: opts.root, sendPath: batch.path, sendDetail: batch.detail },
+    `tftp listening, DATA windows sent by ${batch.path === 'dgram' ? 'dgram, one syscall per datagram' : `${batch.path}, one syscall per window`}`,
+  );
 
   const totals = { bytes: 0, retransmits: 0 };
   const flushMetrics = (t: Transfer): void => {
@@ -365,6 +379,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
       },
       onDrop: drop,
       received: rxTransfer,
+      batch: batch.forPeer(s, client.address, client.port),
     });
     transfers.set(key, t);
     m.active?.set({}, transfers.size);
@@ -438,6 +453,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
         transfers: { ...outcomes },
         droppedPackets: { ...drops },
         cache: cache.stats(),
+        sendPath: batch.path,
       };
     },
     close() {

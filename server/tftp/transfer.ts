@@ -10,6 +10,7 @@ import type { Socket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { encodeError, ERR_UNDEFINED, ERR_UNKNOWN_TID, OP_ACK, OP_ERROR, writeDataHeader } from './codec.ts';
 import type { BlockReader } from './cache.ts';
+import type { PeerSender } from './batch-send.ts';
 
 export type Outcome = 'ok' | 'probe' | 'timeout' | 'client_error' | 'read_error' | 'shutdown';
 
@@ -44,6 +45,8 @@ export interface TransferInit {
   onDrop: (reason: string) => void;
   /** Shared datagram counter of all transfer sockets. */
   received: { packets: number };
+  /** Sends each window's DATA in one syscall (native addon), or null: one dgram send per block. */
+  batch?: PeerSender | null;
 }
 
 export class Transfer {
@@ -91,6 +94,9 @@ export class Transfer {
   private srtt = -1;
   private rttvar = 0;
   private slots: Buffer[] = [];
+  /** The slots' backing memory, in slot order: a window is a run of it, wrapping at its end. */
+  private pool: Buffer = Buffer.alloc(0);
+  private readonly batch: PeerSender | null;
   private readonly onReadyBound: (err: Error | null) => void;
 
   constructor(init: TransferInit) {
@@ -109,6 +115,7 @@ export class Transfer {
     // A file that is an exact multiple of blksize ends with an empty block.
     this.lastBlock = Math.floor(this.size / this.blksize) + 1;
     this.onReadyBound = (err) => this.onDiskReady(err);
+    this.batch = init.batch ?? null;
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
   }
 
@@ -301,6 +308,10 @@ export class Transfer {
     if (this.slots.length < this.ws) this.growSlots();
     const slots = this.slots;
     const nslots = slots.length;
+    const batch = this.batch !== null;
+    // Blocks filled but not yet sent, when batching: first block and bytes (they sit in consecutive slots).
+    let runFrom = 0;
+    let runBytes = 0;
     while (this.next <= windowEnd) {
       const b = this.next;
       const off = (b - 1) * bs;
@@ -308,6 +319,7 @@ export class Transfer {
       let pkt = slots[b % nslots]!;
       if (len < bs) pkt = pkt.subarray(0, 4 + len);
       if (len > 0 && !this.reader.copy(off, len, pkt, 4)) {
+        if (runBytes > 0) this.sendRun(runFrom, runBytes);
         this.waitingForDisk = true;
         this.deadline = Infinity;
         this.reader.onReady(this.onReadyBound);
@@ -316,13 +328,37 @@ export class Transfer {
       writeDataHeader(pkt, b);
       if (b <= this.sentMax) this.retransmits++;
       else this.sentMax = b;
-      this.send(pkt);
+      if (batch) {
+        if (runBytes === 0) runFrom = b;
+        runBytes += pkt.length;
+      } else {
+        this.send(pkt);
+      }
       this.next = b + 1;
     }
+    if (runBytes > 0) this.sendRun(runFrom, runBytes);
     const now = performance.now();
     this.lastSendAt = now;
     this.windowSentAt = now;
     this.arm(now);
+  }
+
+  /**
+   * Sends blocks from..(from + bytes/seg) in one go. Only the last block of the file is short, and it is always the
+   * last of a run, which is the shape GSO wants: equal segments, the last one possibly shorter.
+   */
+  private sendRun(from: number, bytes: number): void {
+    const seg = this.blksize + 4;
+    const slots = this.slots;
+    const n = slots.length;
+    let at = this.batch!.send(this.pool, (from % n) * seg, bytes, seg);
+    // What the batch did not send (a full socket buffer) goes through dgram, which queues it in order.
+    for (let b = from + Math.floor(at / seg); at < bytes; b++) {
+      const len = Math.min(seg, bytes - at);
+      const pkt = slots[b % n]!;
+      this.send(len < seg ? pkt.subarray(0, len) : pkt);
+      at += len;
+    }
   }
 
   private onDiskReady(err: Error | null): void {
@@ -344,6 +380,7 @@ export class Transfer {
     const pool = Buffer.allocUnsafeSlow(n * (this.blksize + 4));
     for (let i = 0; i < n; i++) slots.push(pool.subarray(i * (this.blksize + 4), (i + 1) * (this.blksize + 4)));
     this.slots = slots;
+    this.pool = pool;
   }
 
   private send(buf: Buffer): void {
@@ -360,6 +397,7 @@ export class Transfer {
     this.deadline = Infinity;
     this.reader.close();
     this.slots = [];
+    this.pool = Buffer.alloc(0);
     try {
       this.socket.close();
     } catch {

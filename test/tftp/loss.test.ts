@@ -55,6 +55,9 @@ before(() => {
   must('ip', ['-n', SRV, 'addr', 'add', `${SRV_IP}/24`, 'dev', 'eth0']);
   must('ip', ['-n', CLI, 'addr', 'add', `${CLI_IP}/24`, 'dev', 'eth0']);
   for (const ns of [SRV, CLI]) must('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+  // The server may send a window as one UDP GSO buffer: cut it into datagrams before the veth, as a NIC without
+  // segmentation offload would, so that the loss rule below meets single datagrams, not whole windows.
+  must('ip', ['netns', 'exec', SRV, 'ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
   const netem = [SRV, CLI].every((ns) => run('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', 'root', 'netem', 'loss', '1%']).ok);
   if (netem) lossMethod = 'tc netem loss 1%';
   else {

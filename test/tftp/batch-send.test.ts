@@ -1,0 +1,156 @@
+/**
+ * The batched DATA send (server/tftp/batch-send.ts, native/udp_batch.c): a window in one GSO or sendmmsg syscall
+ * must put exactly the datagrams on the wire that one dgram send per block did, and fall back cleanly.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startTftp, type TftpOptions, type TftpServer } from '../../server/tftp/server.ts';
+import { loadBatchSend, PeerSender } from '../../server/tftp/batch-send.ts';
+import { silentLogger } from '../../server/log.ts';
+import { tftpGet } from './client.ts';
+
+let root = '';
+const files: Record<string, Buffer> = {};
+const haveCompiler = ['cc', 'gcc', 'clang'].some((c) => spawnSync(c, ['--version']).status === 0);
+
+before(() => {
+  root = mkdtempSync(path.join(os.tmpdir(), 'sbtftp-batch-'));
+  // Sizes around the block and window edges at blksize 1456: empty, one short block, one full block (then an
+  // empty one), exactly a 64-block window, one byte more, and several windows that wrap the ring of slots.
+  for (const size of [0, 1000, 1456, 1456 * 64, 1456 * 64 + 1, 3 * 1024 * 1024 + 17]) {
+    files[`f${size}.bin`] = randomBytes(size);
+    writeFileSync(path.join(root, `f${size}.bin`), files[`f${size}.bin`]!);
+  }
+});
+
+after(() => rmSync(root, { recursive: true, force: true }));
+
+async function withServer(extra: Partial<TftpOptions>, fn: (s: TftpServer, port: number) => Promise<void>): Promise<void> {
+  const s = await startTftp({ root, host: '127.0.0.1', port: 0, logger: silentLogger(), ...extra });
+  try {
+    await fn(s, s.address().port);
+  } finally {
+    await s.close();
+  }
+}
+
+test('the addon is built and used where a C compiler exists; batchSend: false keeps dgram', { skip: !haveCompiler && 'no C compiler' }, async () => {
+  const b = await loadBatchSend();
+  assert.notEqual(b.path, 'dgram', b.detail);
+  await withServer({}, async (s) => assert.equal(s.stats().sendPath, b.path));
+  await withServer({ batchSend: false }, async (s) => assert.equal(s.stats().sendPath, 'dgram'));
+});
+
+for (const batchSend of [true, false]) {
+  test(`${batchSend ? 'batched' : 'per-datagram'} sends: every file byte-identical, one DATA per block, at windowsize 1, 16 and 64`, async () => {
+    await withServer({ batchSend }, async (s, port) => {
+      for (const ws of [1, 16, 64]) {
+        for (const [name, data] of Object.entries(files)) {
+          const r = await tftpGet({ port, file: name, options: [['blksize', '1456'], ['windowsize', String(ws)]] });
+          assert.deepEqual(r.data, data, `${name} ws${ws}`);
+          assert.equal(r.packets, Math.floor(data.length / 1456) + 1, `${name} ws${ws}: no duplicates on a clean loopback`);
+        }
+      }
+      assert.equal(s.stats().retransmits, 0);
+    });
+  });
+}
+
+test('batched: blocks of 65464 bytes (one datagram per send: a GSO send holds 64 KiB) still arrive', async () => {
+  await withServer({ maxBlksize: 65464 }, async (_s, port) => {
+    const name = `f${3 * 1024 * 1024 + 17}.bin`;
+    // Window 2: the test client's default receive buffer holds no more 64 KiB datagrams than that.
+    const r = await tftpGet({ port, file: name, options: [['blksize', '65464'], ['windowsize', '2']] });
+    assert.deepEqual(r.data, files[name]);
+  });
+});
+
+test('batched: lost DATA inside a window is resent and the file arrives intact', async () => {
+  await withServer({ timeoutMs: 200, minTimeoutMs: 10 }, async (s, port) => {
+    const name = `f${3 * 1024 * 1024 + 17}.bin`;
+    const r = await tftpGet({ port, file: name, options: [['blksize', '1456'], ['windowsize', '64']], dropData: (n) => n % 97 === 5 });
+    assert.deepEqual(r.data, files[name]);
+    assert.ok(r.packets > Math.floor(files[name]!.length / 1456) + 1, 'the blocks after each loss came again');
+    for (let i = 0; i < 100 && s.stats().activeTransfers > 0; i++) await new Promise((res) => setTimeout(res, 10));
+    assert.ok(s.stats().retransmits > 0);
+  });
+});
+
+interface FakeCall {
+  how: 'gso' | 'mmsg';
+  len: number;
+}
+
+function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
+  return {
+    sockaddr: () => Buffer.alloc(16),
+    sendGso: (_fd: number, _sa: Buffer, _ring: Buffer, _off: number, len: number) => {
+      calls.push({ how: 'gso', len });
+      return gsoResult(len);
+    },
+    sendMmsg: (_fd: number, _sa: Buffer, _ring: Buffer, _off: number, len: number) => {
+      calls.push({ how: 'mmsg', len });
+      return len;
+    },
+  };
+}
+
+test('a route that refuses GSO (EIO) moves that peer to sendmmsg for good; EAGAIN does not', () => {
+  const handle = { fd: 3, getSendQueueCount: () => 0 };
+  const calls: FakeCall[] = [];
+  const refused = new PeerSender(fakeAddon(() => -5, calls), { handle }, Buffer.alloc(16), true);
+  assert.equal(refused.send(Buffer.alloc(100), 0, 100, 10), 100);
+  assert.equal(refused.send(Buffer.alloc(100), 0, 100, 10), 100);
+  assert.deepEqual(calls.map((c) => c.how), ['gso', 'mmsg', 'mmsg']);
+
+  calls.length = 0;
+  const busy = new PeerSender(fakeAddon(() => -11, calls), { handle }, Buffer.alloc(16), true);
+  assert.equal(busy.send(Buffer.alloc(100), 0, 100, 10), 0, 'EAGAIN: the caller queues the window on dgram');
+  assert.equal(busy.send(Buffer.alloc(100), 0, 100, 10), 0);
+  assert.deepEqual(calls.map((c) => c.how), ['gso', 'gso']);
+});
+
+test('nothing is sent past datagrams dgram still has queued, nor on a closed socket', () => {
+  const calls: FakeCall[] = [];
+  const state: { handle: { fd: number; getSendQueueCount(): number } | null } = { handle: { fd: 3, getSendQueueCount: () => 2 } };
+  const p = new PeerSender(fakeAddon((len) => len, calls), state, Buffer.alloc(16), true);
+  assert.equal(p.send(Buffer.alloc(100), 0, 100, 10), 0);
+  state.handle = null;
+  assert.equal(p.send(Buffer.alloc(100), 0, 100, 10), 0);
+  assert.equal(calls.length, 0);
+});
+
+for (const gso of [true, false]) {
+  test(`the real addon on a real socket (${gso ? 'GSO' : 'sendmmsg'}): a ring that wraps is sent as whole datagrams, in order`, { skip: !haveCompiler && 'no C compiler' }, async () => {
+    const b = await loadBatchSend();
+    const rx = dgram.createSocket('udp4');
+    const tx = dgram.createSocket('udp4');
+    await new Promise<void>((r) => rx.bind(0, '127.0.0.1', r));
+    await new Promise<void>((r) => tx.bind(0, '127.0.0.1', r));
+    try {
+      const got: Buffer[] = [];
+      const all = new Promise<void>((resolve) =>
+        rx.on('message', (m) => {
+          got.push(m);
+          if (got.length === 4) resolve();
+        }),
+      );
+      const p = b.forPeer(tx, '127.0.0.1', rx.address().port, gso)!;
+      assert.ok(p);
+      // A ring of 4 slots of 6 bytes; send slots 2, 3, 0 and a short (3-byte) slot 1.
+      const ring = Buffer.from('AAAAAABBBBBBCCCCCCDDDDDD');
+      assert.equal(p.send(ring, 12, 21, 6), 21);
+      await all;
+      assert.deepEqual(got.map((m) => m.toString()), ['CCCCCC', 'DDDDDD', 'AAAAAA', 'BBB']);
+    } finally {
+      rx.close();
+      tx.close();
+    }
+  });
+}
