@@ -8,6 +8,7 @@ import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, r
 import { stripTypeScriptTypes } from 'node:module';
 import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
+import { DAEMON_V8_FLAGS } from '../server/v8-flags.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -64,7 +65,7 @@ export class Bench {
     const js = path.join(this.dir, 'js');
     buildJs(js);
     // The V8 flag the daemon runs with (cli.ts re-executes `serve` with it), so RSS is production's.
-    const proc = this.startDaemon(NODE, ['--max-semi-space-size=4', path.join(js, 'bench/tftp-serve.js'), JSON.stringify({ root: this.root, host: '127.0.0.1', port: 0, maxTransfers: 500, ...opts })]);
+    const proc = this.startDaemon(NODE, [...DAEMON_V8_FLAGS, path.join(js, 'bench/tftp-serve.js'), JSON.stringify({ root: this.root, host: '127.0.0.1', port: 0, maxTransfers: 500, ...opts })]);
     const port = Number((await waitLine(proc, /READY (\d+)/))[1]);
     return { proc, port };
   }
