@@ -4,8 +4,9 @@
  *
  * pino's own asynchronous destination (sonic-boom) measures the UTF-8 length of its whole pending
  * buffer on every line, so each line costs more the more are waiting: 6-9 µs a line in a DHCP storm,
- * as much as deciding the answer. Here a line costs an array push: lines gather for up to
- * `flushMs` or `flushBytes`, then go out in one write, with one write in flight at a time.
+ * as much as deciding the answer. Here a line costs an array push: a line after a quiet spell is
+ * written at once, and lines that follow within `flushMs` gather (up to `flushBytes`) and go out
+ * in one write, with one write in flight at a time.
  *
  * Bounded: past `maxBufferedBytes` waiting (a consumer that stopped reading), lines are dropped and
  * counted, and one line saying how many were lost is written once the consumer catches up. Partial
@@ -35,6 +36,7 @@ export class LineWriter {
   private timer: NodeJS.Timeout | undefined;
   private dropped = 0;
   private dead = false;
+  private lastWriteAt = -Infinity;
   private readonly waiters: Array<(err?: Error) => void> = [];
   private readonly onExit = () => this.flushSync();
 
@@ -64,9 +66,12 @@ export class LineWriter {
     }
     this.lines.push(line);
     this.pending += line.length;
-    if (this.writing) return true;
-    if (this.pending >= this.flushBytes) this.startWrite();
-    else if (!this.timer) this.timer = setTimeout(() => this.startWrite(), this.flushMs).unref();
+    if (this.writing || this.timer) return true;
+    // A line after a quiet spell goes out at once; lines that follow it within flushMs wait for it.
+    const now = performance.now();
+    const since = now - this.lastWriteAt;
+    if (this.pending >= this.flushBytes || since >= this.flushMs) this.startWrite();
+    else this.timer = setTimeout(() => this.startWrite(), this.flushMs - since).unref();
     return true;
   }
 
@@ -128,6 +133,7 @@ export class LineWriter {
       this.settle();
       return;
     }
+    this.lastWriteAt = performance.now();
     this.writeOut(Buffer.from(this.takeLines()), 0);
   }
 

@@ -22,12 +22,17 @@ test('log lines are batched, kept in order, and all written by flush(cb)', async
   assert.equal(got.length, 5000);
   assert.deepEqual(got.map((g) => g.i), [...Array(5000).keys()], 'in order, none lost or repeated');
   assert.equal(got[42].s, 'é"\n', 'multi-byte and escaped strings survive');
-  // A lone line goes out after flushMs even with nothing behind it.
-  const w2 = LineWriter.toFile(join(dir, 'b.log'), { flushMs: 20 });
+  // A line after a quiet spell goes out at once; one right behind it waits up to flushMs, then goes
+  // out by itself even with nothing after it.
+  const w2 = LineWriter.toFile(join(dir, 'b.log'), { flushMs: 300 });
   w2.write('{"one":1}\n');
-  assert.equal(readFileSync(join(dir, 'b.log'), 'utf8'), '', 'not written at once');
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal(readFileSync(join(dir, 'b.log'), 'utf8'), '{"one":1}\n');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(readFileSync(join(dir, 'b.log'), 'utf8'), '{"one":1}\n', 'the first line is not held back');
+  w2.write('{"two":2}\n');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(readFileSync(join(dir, 'b.log'), 'utf8'), '{"one":1}\n', 'a line right behind it waits for the batch');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(readFileSync(join(dir, 'b.log'), 'utf8'), '{"one":1}\n{"two":2}\n');
   w.end();
   w2.end();
 });
