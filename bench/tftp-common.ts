@@ -219,7 +219,7 @@ export function makeFile(file: string, mb: number): void {
 export function buildJs(out: string): void {
   const repo = path.resolve(HERE, '..');
   const pino = import.meta.resolve('pino');
-  const files = ['bench/tftp-serve.ts', 'server/log.ts', 'server/metrics.ts', ...readdirSync(path.join(repo, 'server/tftp')).filter((f) => f.endsWith('.ts')).map((f) => `server/tftp/${f}`)];
+  const files = ['bench/tftp-serve.ts', 'server/log.ts', 'server/log-writer.ts', 'server/metrics.ts', ...readdirSync(path.join(repo, 'server/tftp')).filter((f) => f.endsWith('.ts')).map((f) => `server/tftp/${f}`)];
   for (const f of files) {
     let js = stripTypeScriptTypes(readFileSync(path.join(repo, f), 'utf8'));
     js = js.replace(/(from\s+'\.{1,2}\/[^']*)\.ts'/g, "$1.js'").replace(/from\s+'pino'/g, `from '${pino}'`);
