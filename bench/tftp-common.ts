@@ -155,6 +155,19 @@ export class Bench {
   }
 }
 
+/** Run a benchmark's `main` with a fresh Bench, and clean everything up whatever happens. */
+export async function runBench(prefix: string, main: (bench: Bench) => Promise<void>): Promise<void> {
+  const bench = new Bench(prefix);
+  try {
+    await main(bench);
+  } catch (e) {
+    console.error(e);
+    process.exitCode = 1;
+  } finally {
+    await bench.cleanup();
+  }
+}
+
 export function sh(cmd: string, args: string[], allowFail = false): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0 && !allowFail) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.error?.message}`);

@@ -14,7 +14,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { Bench, cpuMs, fmt, makeFile, median, rssMB, stop } from './tftp-common.ts';
+import { type Bench, cpuMs, fmt, makeFile, median, rssMB, runBench, stop } from './tftp-common.ts';
 
 const BIG_MB = Number(process.env.BENCH_TFTP_MB ?? 200);
 const PAR_MB = 30;
@@ -144,12 +144,4 @@ async function main(bench: Bench): Promise<void> {
   for (const l of results) console.log(l);
 }
 
-const bench = new Bench('sbtftp-bench');
-try {
-  await main(bench);
-} catch (e) {
-  console.error(e);
-  process.exitCode = 1;
-} finally {
-  await bench.cleanup();
-}
+await runBench('sbtftp-bench', main);

@@ -12,7 +12,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { Bench, BLKSIZE, fmt, makeFile, rssMB, stop, waitLine } from './tftp-common.ts';
+import { type Bench, BLKSIZE, fmt, makeFile, rssMB, stop, runBench, waitLine } from './tftp-common.ts';
 
 const N = Number(process.env.BENCH_TFTPMEM_N ?? 50);
 const MB = Number(process.env.BENCH_TFTPMEM_MB ?? 600);
@@ -119,12 +119,4 @@ async function main(bench: Bench): Promise<void> {
   if (!within) process.exitCode = 1;
 }
 
-const bench = new Bench('sbtftp-mem');
-try {
-  await main(bench);
-} catch (e) {
-  console.error(e);
-  process.exitCode = 1;
-} finally {
-  await bench.cleanup();
-}
+await runBench('sbtftp-mem', main);
