@@ -44,13 +44,23 @@ import { LeaseStore, type LeaseState } from './leases.ts';
 import { ipToString } from './ip.ts';
 import { type Link, applyReservations, resolveTopology } from './networks.ts';
 import type { DhcpOptions, DhcpReservation } from './types.ts';
+import { EAGAIN, loadNativeUdp, META_WORDS, UdpReceiver } from '../native-udp.ts';
 
 export type { DhcpOptions } from './types.ts';
 export { DhcpConfigError } from './networks.ts';
 
+/** Native receive: slot bytes (one past the codec's 4096-byte maximum, so a longer datagram is refused as too
+ *  large, as through dgram) and datagrams per recvmmsg. */
+const RX_SLOT = 4097;
+const RX_MAX = 32;
+/** Replies waiting for room in a socket's send buffer (native sends only; dgram keeps its own queue). */
+const SEND_QUEUE_MAX = 4096;
+
 export interface DhcpServer {
   /** Bound ports (the real ones when 0 = ephemeral was asked for). */
   ports: { server: number; pxe: number | undefined };
+  /** How datagrams are received: 'native' (recvmmsg batches through the addon) or 'dgram'; `detail` says why. */
+  io: { path: 'native' | 'dgram'; detail: string };
   /** Interfaces being served. */
   links: Array<{ name: string; address: string; subnet: string }>;
   /** Full mode: a snapshot of the lease table (for the admin UI and the API); empty in proxy mode. */
@@ -133,6 +143,9 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
   const rcvbuf = opts.socketBufferBytes ?? 4 << 20;
   const sockets: dgram.Socket[] = [];
   const closeAll = () => Promise.all(sockets.map(closeSocket));
+  const nat = opts.nativeUdp === false ? { addon: null, detail: 'nativeUdp: false' } : await loadNativeUdp();
+  /** Sockets the addon receives on: dgram must not send on them, replies go through the receiver. */
+  const receivers = new Map<dgram.Socket, { rx: UdpReceiver; queue: Array<{ buf: Buffer; address: string; port: number; type: string }> }>();
 
   try {
     if (wantServer !== 0) await closeSocket(await bind(listen, wantServer, false, 'DHCP'));
@@ -169,6 +182,11 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
         case 'client': address = o.to.address; port = clientPort; break;
         case 'source': sock = inbound; address = o.to.address; port = o.to.port; break;
       }
+      const nr = receivers.get(sock);
+      if (nr) {
+        sendNative(nr, o.buf, address, port, o.type);
+        return;
+      }
       // No completion callback (one more callback per packet): the kernel takes a datagram or the
       // socket reports the error, counted and logged by its 'error' listener.
       try {
@@ -180,11 +198,89 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
       }
     };
 
+    /** A full send buffer queues the reply until the socket is writable again, in order; past the cap it is dropped. */
+    const sendNative = (nr: NonNullable<ReturnType<typeof receivers.get>>, buf: Buffer, address: string, port: number, type: string) => {
+      if (nr.queue.length > 0) {
+        if (nr.queue.length >= SEND_QUEUE_MAX) dropped.inc({ reason: 'send_queue_full' });
+        else nr.queue.push({ buf, address, port, type });
+        return;
+      }
+      const r = nr.rx.sendTo(buf, address, port);
+      if (r >= 0) {
+        replies.inc({ type });
+      } else if (r === EAGAIN) {
+        nr.queue.push({ buf, address, port, type });
+        nr.rx.wantWritable();
+      } else {
+        dropped.inc({ reason: 'send_error' });
+        log.warn({ to: `${address}:${port}`, errno: r }, 'sending DHCP reply failed');
+      }
+    };
+    const drain = (nr: NonNullable<ReturnType<typeof receivers.get>>) => {
+      while (nr.queue.length > 0) {
+        const q = nr.queue[0]!;
+        const r = nr.rx.sendTo(q.buf, q.address, q.port);
+        if (r === EAGAIN) {
+          nr.rx.wantWritable();
+          return;
+        }
+        nr.queue.shift();
+        if (r >= 0) {
+          replies.inc({ type: q.type });
+        } else {
+          dropped.inc({ reason: 'send_error' });
+          log.warn({ to: `${q.address}:${q.port}`, errno: r }, 'sending DHCP reply failed');
+        }
+      }
+    };
+
     const listenOn = (s: dgram.Socket, via: 'dhcp' | 'pxe', local: Link | undefined) => {
-      s.on('message', (buf, rinfo) => {
-        const r = handler.handle(buf, { address: rinfo.address, port: rinfo.port }, via, local);
-        for (const o of r.out) send(o, s);
-      });
+      if (nat.addon) {
+        // Source addresses as strings, one per distinct address in a row: a storm comes from 0.0.0.0.
+        let lastAddr = 0;
+        let lastStr = '0.0.0.0';
+        const src = { address: '', port: 0 };
+        let nr: NonNullable<ReturnType<typeof receivers.get>> | undefined;
+        const rx = UdpReceiver.start(nat.addon, s, {
+          slot: RX_SLOT,
+          max: RX_MAX,
+          onPackets: (n) => {
+            const ring = rx!.ring;
+            const meta = rx!.meta;
+            for (let i = 0; i < n; i++) {
+              const at = i * META_WORDS;
+              const len = meta[at]!;
+              const off = i * RX_SLOT;
+              if (meta[at + 2] === 4) {
+                const a = meta[at + 3]!;
+                if (a !== lastAddr) {
+                  lastAddr = a;
+                  lastStr = rx!.address(i);
+                }
+                src.address = lastStr;
+              } else {
+                src.address = rx!.address(i);
+              }
+              src.port = meta[at + 1]!;
+              // The handler reads the datagram (and the options it points into) before returning: the ring is
+              // only refilled after this callback.
+              const r = handler.handle(ring.subarray(off, off + (len < 0 ? RX_SLOT : len)), src, via, local);
+              for (const o of r.out) send(o, s);
+            }
+          },
+          onWritable: () => drain(nr!),
+        });
+        if (rx) {
+          nr = { rx, queue: [] };
+          receivers.set(s, nr);
+        }
+      }
+      if (!receivers.has(s)) {
+        s.on('message', (buf, rinfo) => {
+          const r = handler.handle(buf, { address: rinfo.address, port: rinfo.port }, via, local);
+          for (const o of r.out) send(o, s);
+        });
+      }
       s.on('error', (err) => {
         dropped.inc({ reason: 'send_error' });
         log.warn({ err: err.message }, 'sending a DHCP reply failed');
@@ -195,7 +291,11 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
     for (const [link, s] of linkSock) if (s !== main) listenOn(s, 'dhcp', link);
     if (pxe) listenOn(pxe, 'pxe', undefined);
 
+    const io = receivers.size === sockets.length && sockets.length > 0
+      ? { path: 'native' as const, detail: nat.detail }
+      : { path: 'dgram' as const, detail: nat.addon ? 'the addon could not take the sockets over' : nat.detail };
     const info: DhcpServer = {
+      io,
       ports: { server: serverPort, pxe: pxe?.address().port },
       links: topo.links.map((l) => ({ name: l.name, address: l.address, subnet: `${l.address}/${l.cidr.prefix}` })),
       leases: () => (store?.all() ?? []).map((l) => ({ ...l, ip: ipToString(l.ip) })),
@@ -214,7 +314,7 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
           `server address ${opts.serverAddress} is not on ${l.name}'s subnet: clients there are told ${l.advertise} instead (relayed clients still get ${opts.serverAddress})`);
       }
     }
-    log.info({ mode: opts.mode, ports: info.ports, links: info.links.map((l) => `${l.name} ${l.subnet}`), pools: topo.pools.map((p) => p.subnet) }, 'DHCP listening');
+    log.info({ mode: opts.mode, io: `${io.path} (${io.detail})`, ports: info.ports, links: info.links.map((l) => `${l.name} ${l.subnet}`), pools: topo.pools.map((p) => p.subnet) }, 'DHCP listening');
     return info;
   } catch (e) {
     await closeAll();

@@ -109,5 +109,10 @@ export interface DhcpOptions {
    * kernel default (about 200 KiB).
    */
   socketBufferBytes?: number;
+  /**
+   * Receive and send through the native addon (native/udp_batch.c: recvmmsg batches, no Buffer or address object
+   * per packet) when it loads; default true. False, or no addon: Node's dgram, one callback per packet.
+   */
+  nativeUdp?: boolean;
 }
 

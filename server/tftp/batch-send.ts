@@ -6,23 +6,8 @@
  * The addon is optional: loaded (and built on first use when `npm ci` did not) once per process, and when it is
  * missing, fails to build or load, or the socket has no fd, every send goes through dgram as before.
  */
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import type { Socket } from 'node:dgram';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-interface Addon {
-  sockaddr(address: string, port: number): Buffer | null;
-  sendGso(fd: number, sa: Buffer, ring: Buffer, off: number, len: number, seg: number): number;
-  sendMmsg(fd: number, sa: Buffer, ring: Buffer, off: number, len: number, seg: number): number;
-}
-
-interface UdpHandle {
-  fd?: number;
-  getSendQueueCount(): number;
-}
+import { type Addon, loadNativeUdp, stateOf, UdpReceiver, type UdpHandle } from '../native-udp.ts';
 
 export type SendPath = 'gso' | 'sendmmsg' | 'dgram';
 
@@ -43,28 +28,72 @@ export interface BatchSend {
 const GSO_REFUSED = new Set([-22, -5, -90, -92, -95]);
 
 /**
- * One transfer's batched sender. `send` pushes a run of datagrams from a ring of equal slots and returns how many
- * bytes left; the caller sends the rest (a full socket buffer, a closed socket) through dgram, which queues them in
- * order. While dgram has datagrams queued, nothing is sent around them: 0 is returned.
+ * One transfer's batched sender, and optionally its receiver. `send` pushes a run of datagrams from a ring of equal
+ * slots and returns how many bytes left. Before `receive`, the caller sends the rest (a full socket buffer, a closed
+ * socket) through dgram, which queues them in order; while dgram has datagrams queued, nothing is sent around them
+ * (0 is returned). After `receive` took the socket over, dgram must not send on it at all: `sendOne` and `sendTo`
+ * serve, and a full send buffer is reported through the receiver's writable callback.
  */
 export class PeerSender {
   private readonly addon: Addon;
   private readonly state: { handle: UdpHandle | null };
   private readonly sa: Buffer;
+  private readonly socket: Socket | null;
   private gso: boolean;
+  /** The peer as the receiver's meta words spell it: port, family, 4 address words. */
+  private readonly peer: Int32Array;
+  rx: UdpReceiver | null = null;
 
-  constructor(addon: Addon, state: { handle: UdpHandle | null }, sa: Buffer, gso: boolean) {
+  constructor(addon: Addon, state: { handle: UdpHandle | null }, sa: Buffer, gso: boolean, socket: Socket | null = null) {
     this.addon = addon;
     this.state = state;
     this.sa = sa;
     this.gso = gso;
+    this.socket = socket;
+    // struct sockaddr_in / sockaddr_in6 as the addon built it: family in host order, then the port and address in
+    // network order (IPv6: after 4 bytes of flow info, and the scope id in host order after the address).
+    this.peer = new Int32Array(6);
+    this.peer[0] = sa.readUInt16BE(2);
+    if (sa.length >= 28) {
+      this.peer[1] = 6;
+      for (let w = 0; w < 4; w++) this.peer[2 + w] = sa.readInt32BE(8 + 4 * w);
+    } else {
+      this.peer[1] = 4;
+      this.peer[2] = sa.readInt32BE(4);
+    }
+  }
+
+  /**
+   * Takes the socket's receiving over (see UdpReceiver): `onPackets(n)` per batch, `onWritable` after a send found the
+   * buffer full. False: dgram keeps receiving, nothing changed.
+   */
+  receive(slot: number, max: number, onPackets: (n: number) => void, onWritable: () => void): boolean {
+    this.rx = this.socket && UdpReceiver.start(this.addon, this.socket, { slot, max, onPackets, onWritable });
+    return this.rx !== null;
+  }
+
+  /** Datagram i of the receiver's batch came from this transfer's peer. */
+  fromPeer(i: number): boolean {
+    const m = this.rx!.meta;
+    const at = i * 8;
+    const p = this.peer;
+    if (m[at + 1] !== p[0] || m[at + 3] !== p[2]) return false;
+    if (p[1] === 4) return m[at + 2] === 4;
+    return m[at + 2] === 6 && m[at + 4] === p[3] && m[at + 5] === p[4] && m[at + 6] === p[5];
+  }
+
+  /** One datagram to the peer, natively (after `receive`): bytes sent, or -errno. */
+  sendOne(buf: Buffer): number {
+    const fd = this.state.handle?.fd;
+    if (!this.rx?.active || typeof fd !== 'number' || fd < 0) return -9;
+    return this.addon.sendGso(fd, this.sa, buf, 0, buf.length, Math.max(1, buf.length));
   }
 
   send(ring: Buffer, off: number, len: number, seg: number): number {
     // Read at each send, never cached: once the socket is closed its fd number may belong to another socket.
     const h = this.state.handle;
     const fd = h?.fd;
-    if (!h || typeof fd !== 'number' || fd < 0 || h.getSendQueueCount() !== 0) return 0;
+    if (!h || typeof fd !== 'number' || fd < 0 || (this.rx ? !this.rx.active : h.getSendQueueCount() !== 0)) return 0;
     if (this.gso) {
       const r = this.addon.sendGso(fd, this.sa, ring, off, len, seg);
       if (r >= 0) return r;
@@ -79,7 +108,7 @@ export class PeerSender {
 
 let loading: Promise<BatchSend> | null = null;
 
-/** The process's batched sender, loaded once (building the addon first if needed, which takes about a second). */
+/** The process's batched sender, loaded once (see native-udp.ts). */
 export function loadBatchSend(): Promise<BatchSend> {
   loading ??= load().catch((e: unknown) => dgramOnly(`load failed: ${(e as Error).message}`));
   return loading;
@@ -90,55 +119,19 @@ export function dgramOnly(detail: string): BatchSend {
 }
 
 async function load(): Promise<BatchSend> {
-  if (process.platform !== 'linux') return dgramOnly(`${process.platform}: GSO and sendmmsg are Linux only`);
-  const dir = findNativeDir();
-  if (!dir) return dgramOnly('native/udp_batch.c not found beside the server code');
-  const src = readFileSync(path.join(dir, 'udp_batch.c'));
-  const h = createHash('sha256').update(src).update(`${process.platform}-${process.arch}`).digest('hex').slice(0, 16);
-  const file = path.join(dir, 'build', `udp_batch-${h}.node`);
-  let how = 'prebuilt';
-  if (!existsSync(file)) {
-    how = 'built at first use';
-    const err = await new Promise<string>((resolve) => {
-      execFile(process.execPath, [path.join(dir, 'build.mjs')], { timeout: 120_000 }, (e, _out, stderr) => resolve(e ? e.message : stderr.trim()));
-    });
-    if (!existsSync(file)) return dgramOnly(err || 'native/build.mjs built nothing');
-  }
-  const mod = { exports: {} as Partial<Addon> };
-  process.dlopen(mod, file);
-  const addon = mod.exports;
-  if (typeof addon.sendGso !== 'function' || typeof addon.sendMmsg !== 'function' || typeof addon.sockaddr !== 'function') {
-    return dgramOnly(`${file} lacks sendGso/sendMmsg/sockaddr`);
-  }
-  const gso = await probeGso(addon as Addon);
+  const { addon, detail } = await loadNativeUdp();
+  if (!addon) return dgramOnly(detail);
+  const gso = await probeGso(addon);
   return {
     path: gso ? 'gso' : 'sendmmsg',
-    detail: `${path.basename(file)}, ${how}${gso ? '' : '; this kernel refuses UDP_SEGMENT'}`,
+    detail: `${detail}${gso ? '' : '; this kernel refuses UDP_SEGMENT'}`,
     forPeer: (socket, address, port, useGso = gso) => {
       const state = stateOf(socket);
       if (!state || typeof state.handle?.fd !== 'number' || state.handle.fd < 0) return null;
-      const sa = (addon as Addon).sockaddr(address, port);
-      return sa ? new PeerSender(addon as Addon, state, sa, useGso && gso) : null;
+      const sa = addon.sockaddr(address, port);
+      return sa ? new PeerSender(addon, state, sa, useGso && gso, socket) : null;
     },
   };
-}
-
-/** Walks up from this module (server/tftp/ in the source tree, dist/server/tftp/ once built) to native/. */
-function findNativeDir(): string | null {
-  let d = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const n = path.join(d, 'native');
-    if (existsSync(path.join(n, 'udp_batch.c'))) return n;
-    d = path.dirname(d);
-  }
-  return null;
-}
-
-/** dgram keeps its libuv handle (which has the fd on Unix) under a symbol-keyed state object. */
-function stateOf(socket: Socket): { handle: UdpHandle | null } | null {
-  const sym = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
-  const state = sym ? ((socket as unknown as Record<symbol, unknown>)[sym] as { handle: UdpHandle | null } | undefined) : undefined;
-  return state && typeof state === 'object' && 'handle' in state ? state : null;
 }
 
 /** Sends two GSO segments to a socket of our own on loopback: kernels before 4.18 refuse the UDP_SEGMENT cmsg. */

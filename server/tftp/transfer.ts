@@ -12,6 +12,10 @@ import { encodeError, ERR_UNDEFINED, ERR_UNKNOWN_TID, OP_ACK, OP_ERROR, writeDat
 import type { BlockReader } from './cache.ts';
 import type { PeerSender } from './batch-send.ts';
 
+/** Native receive: slot bytes (the longest ERROR a client may send: 4 + 511 + NUL) and slots per recvmmsg. */
+const RX_SLOT = 516;
+const RX_MAX = 8;
+
 export type Outcome = 'ok' | 'probe' | 'timeout' | 'client_error' | 'read_error' | 'shutdown';
 
 export interface TransferTiming {
@@ -97,6 +101,8 @@ export class Transfer {
   /** The slots' backing memory, in slot order: a window is a run of it, wrapping at its end. */
   private pool: Buffer = Buffer.alloc(0);
   private readonly batch: PeerSender | null;
+  /** Receiving through the addon: no dgram send may touch the socket (see native-udp.ts). */
+  private readonly native: boolean;
   private readonly onReadyBound: (err: Error | null) => void;
 
   constructor(init: TransferInit) {
@@ -116,7 +122,11 @@ export class Transfer {
     this.lastBlock = Math.floor(this.size / this.blksize) + 1;
     this.onReadyBound = (err) => this.onDiskReady(err);
     this.batch = init.batch ?? null;
-    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
+    // ACKs through the addon when it can take the socket over (one recvmmsg and one callback per wakeup, no Buffer
+    // or address object per ACK); else dgram's 'message' events. Slots of 516 bytes hold any ACK or ERROR a client
+    // may send (an ERROR message is at most 512 bytes); anything longer is reported truncated and dropped.
+    this.native = this.batch?.receive(RX_SLOT, RX_MAX, (n) => this.onNative(n), () => this.onWritable()) ?? false;
+    if (!this.native) this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
   }
 
   /** Sends the OACK (or the first window) and starts the clock. */
@@ -169,23 +179,55 @@ export class Transfer {
     this.init.received.packets++;
     if (this.phase === 'done') return;
     if (port !== this.port || address !== this.address) {
-      // RFC 1350: a packet from the wrong TID gets ERROR 5 and the transfer carries on.
-      this.init.onDrop('foreign_tid');
-      try {
-        this.socket.send(encodeError(ERR_UNKNOWN_TID, 'unknown transfer ID'), port, address);
-      } catch {
-        // socket closing
-      }
+      this.foreign(address, port);
       return;
     }
-    if (msg.length >= 4 && msg.length <= 5 && msg[0] === 0 && msg[1] === OP_ACK) {
-      this.onAck((msg[2]! << 8) | msg[3]!, msg.length === 5 ? msg[4]! : -1);
+    this.onPacket(msg, 0, msg.length);
+  }
+
+  /** A batch from the native receiver: datagram i at i * RX_SLOT of its ring. */
+  private onNative(n: number): void {
+    const rx = this.batch!.rx!;
+    const ring = rx.ring;
+    this.init.received.packets += n;
+    for (let i = 0; i < n && this.phase !== 'done'; i++) {
+      const len = rx.length(i);
+      if (!this.batch!.fromPeer(i)) this.foreign(rx.address(i), rx.port(i));
+      else if (len < 0) this.init.onDrop('unexpected_packet');
+      else this.onPacket(ring, i * RX_SLOT, len);
+    }
+  }
+
+  /** RFC 1350: a packet from the wrong TID gets ERROR 5 and the transfer carries on. */
+  private foreign(address: string, port: number): void {
+    this.init.onDrop('foreign_tid');
+    const err = encodeError(ERR_UNKNOWN_TID, 'unknown transfer ID');
+    if (this.native) {
+      this.batch!.rx!.sendTo(err, address, port);
       return;
     }
-    if (msg.length >= 4 && msg[0] === 0 && msg[1] === OP_ERROR) {
-      const code = msg.readUInt16BE(2);
-      const end = msg.indexOf(0, 4);
-      const text = msg.toString('latin1', 4, Math.min(end === -1 ? msg.length : end, 132)).replace(/[^\x20-\x7e]/g, '?');
+    try {
+      this.socket.send(err, port, address);
+    } catch {
+      // socket closing
+    }
+  }
+
+  /** The socket's send buffer has room again after a window did not fit: send the rest. */
+  private onWritable(): void {
+    if (this.phase === 'data' && !this.waitingForDisk) this.pump();
+  }
+
+  /** A datagram from the peer: `len` bytes at `off` in `msg`. */
+  private onPacket(msg: Buffer, off: number, len: number): void {
+    if (len >= 4 && len <= 5 && msg[off] === 0 && msg[off + 1] === OP_ACK) {
+      this.onAck((msg[off + 2]! << 8) | msg[off + 3]!, len === 5 ? msg[off + 4]! : -1);
+      return;
+    }
+    if (len >= 4 && msg[off] === 0 && msg[off + 1] === OP_ERROR) {
+      const code = msg.readUInt16BE(off + 2);
+      const end = msg.subarray(off, off + len).indexOf(0, 4);
+      const text = msg.toString('latin1', off + 4, off + Math.min(end === -1 ? len : end, 132)).replace(/[^\x20-\x7e]/g, '?');
       // UEFI PXE asks for tsize, reads the OACK and says "that's all": a probe, not a failure.
       if (this.phase === 'oack' && this.init.tsizeRequested && (code === 8 || code === 0)) {
         this.finish('probe', `tsize probe (ERROR ${code} ${text})`);
@@ -352,6 +394,16 @@ export class Transfer {
     const slots = this.slots;
     const n = slots.length;
     let at = this.batch!.send(this.pool, (from % n) * seg, bytes, seg);
+    if (this.native) {
+      // dgram may not send on a socket the addon receives on: what did not fit waits for room (onWritable). The
+      // blocks not sent count as sent for sentMax (any ACK for them is still one the client may send after a
+      // resend), so their later sending counts as retransmits.
+      if (at < bytes) {
+        this.next = from + Math.floor(at / seg);
+        this.batch!.rx!.wantWritable();
+      }
+      return;
+    }
     // What the batch did not send (a full socket buffer) goes through dgram, which queues it in order.
     for (let b = from + Math.floor(at / seg); at < bytes; b++) {
       const len = Math.min(seg, bytes - at);
@@ -384,6 +436,12 @@ export class Transfer {
   }
 
   private send(buf: Buffer): void {
+    if (this.native) {
+      // A control packet (OACK, ERROR) that finds the buffer full is lost like one lost on the wire: the timer
+      // resends an OACK, and an ERROR is best effort in TFTP anyway.
+      this.batch!.sendOne(buf);
+      return;
+    }
     try {
       this.socket.send(buf, this.port, this.address);
     } catch {
@@ -398,6 +456,7 @@ export class Transfer {
     this.reader.close();
     this.slots = [];
     this.pool = Buffer.alloc(0);
+    this.batch?.rx?.stop();
     try {
       this.socket.close();
     } catch {

@@ -32,15 +32,16 @@ function next(s: dgram.Socket, ms = 2000): Promise<{ p: DhcpPacket; from: dgram.
   });
 }
 
-test('relayed DISCOVER and the 4011 exchange over real sockets (loopback)', async () => {
+for (const nativeUdp of [true, false]) test(`relayed DISCOVER and the 4011 exchange over real sockets (loopback), ${nativeUdp ? 'native receive' : 'dgram'}`, async () => {
   const relay = await udp();
   const client = await udp();
   const metrics = new Registry();
   const srv = await startDhcp({
     mode: 'proxy', interfaces: ['lo'], ports: { server: 0, pxe: 0, relay: relay.address().port, client: client.address().port },
-    decide: testDecider, logger: silentLogger(), metrics,
+    decide: testDecider, logger: silentLogger(), metrics, nativeUdp,
   });
   try {
+    assert.equal(srv.io.path, nativeUdp ? 'native' : 'dgram', srv.io.detail);
     assert.ok(srv.ports.server > 0 && srv.ports.pxe! > 0);
     relay.send(clientBuf({ type: MsgType.DISCOVER, mac: '52:54:00:00:01:01', arch: 0, giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
     const offer = await next(relay);
@@ -61,6 +62,31 @@ test('relayed DISCOVER and the 4011 exchange over real sockets (loopback)', asyn
     assert.equal(metrics.counter('swarmboot_dhcp_dropped_total', '').get({ reason: 'not_pxe' }), 1);
     assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'OFFER' }), 1);
     assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'ACK' }), 1);
+
+    // A datagram past the codec's 4096 bytes is refused as too large (natively: longer than a receive slot).
+    client.send(Buffer.alloc(5000, 1), srv.ports.server, '127.0.0.1');
+    // A burst: many datagrams per recvmmsg batch, each answered once, in order of arrival.
+    const N = 2000;
+    const got = new Set<number>();
+    const all = new Promise<void>((resolve) => {
+      relay.on('message', (b) => {
+        got.add(decodePacket(b).xid);
+        if (got.size === N) resolve();
+      });
+    });
+    for (let i = 0; i < N; i++) {
+      const mac = `52:54:00:01:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+      relay.send(clientBuf({ type: MsgType.DISCOVER, mac, xid: 0x1000 + i, arch: 0, giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
+      // Bursts of 100 back to back (several recvmmsg batches), then wait for their answers: the relay socket's
+      // own receive buffer is not what is tested here.
+      if (i % 100 === 99) {
+        const until = Date.now() + 5000;
+        while (got.size < i + 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+    await Promise.race([all, new Promise((_, j) => setTimeout(() => j(new Error(`${got.size} of ${N} answered; server: ${metrics.render().split("\n").filter((l) => l.includes("dhcp_") && !l.startsWith("#")).join("; ")}`)), 10_000))]);
+    assert.equal(metrics.counter('swarmboot_dhcp_dropped_total', '').get({ reason: 'malformed_too_large' }), 1);
+    assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'OFFER' }), 1 + N);
   } finally {
     await srv.close();
     relay.close();
@@ -140,4 +166,46 @@ test('port 67 without privileges is refused with how to grant them', { timeout: 
       { timeout: 20_000 }, (_e, stdout, stderr) => resolve(stdout + stderr));
   });
   assert.match(out, /ERROR cannot listen on UDP 0\.0\.0\.0:67 \(DHCP\): permission denied.*root or CAP_NET_BIND_SERVICE/);
+});
+
+test('native sends: replies that find the send buffer full wait for room and go out in order', async () => {
+  const { UdpReceiver } = await import('../../server/native-udp.ts');
+  const relay = await udp();
+  const metrics = new Registry();
+  const srv = await startDhcp({
+    mode: 'proxy', interfaces: ['lo'], ports: { server: 0, pxe: false, relay: relay.address().port }, decide: testDecider, logger: silentLogger(), metrics,
+  });
+  if (srv.io.path !== 'native') {
+    await srv.close();
+    relay.close();
+    return; // no addon here: dgram queues by itself
+  }
+  const sendTo = UdpReceiver.prototype.sendTo;
+  let calls = 0;
+  let refused = 0;
+  // Every fourth send finds the buffer full (EAGAIN), as a burst into a slow link would.
+  UdpReceiver.prototype.sendTo = function (this: unknown, ...a: Parameters<typeof sendTo>) {
+    if (++calls % 4 === 0) {
+      refused++;
+      return -11;
+    }
+    return sendTo.apply(this, a);
+  };
+  try {
+    const xids: number[] = [];
+    const N = 300;
+    const all = new Promise<void>((resolve) => relay.on('message', (b) => { xids.push(decodePacket(b).xid); if (xids.length === N) resolve(); }));
+    for (let i = 0; i < N; i++) {
+      relay.send(clientBuf({ type: MsgType.DISCOVER, mac: `52:54:00:02:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, xid: i, arch: 0, giaddr: '127.0.0.1' }), srv.ports.server, '127.0.0.1');
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 20));
+    }
+    await Promise.race([all, new Promise((_, j) => setTimeout(() => j(new Error(`${xids.length} of ${N} answered`)), 5000))]);
+    assert.deepEqual(xids, Array.from({ length: N }, (_, i) => i), 'every reply once, in order');
+    assert.ok(refused > 50);
+    assert.equal(metrics.counter('swarmboot_dhcp_replies_total', '').get({ type: 'OFFER' }), N);
+  } finally {
+    UdpReceiver.prototype.sendTo = sendTo;
+    await srv.close();
+    relay.close();
+  }
 });
