@@ -165,3 +165,22 @@ test('formatAddress follows RFC 5952 and dgram for IPv6, dotted quads for IPv4',
   assert.equal(formatAddress(m(6, [0x20010db8, 0, 0x00010000, 0x00000001]), 0), '2001:db8::1:0:0:1');
   assert.equal(formatAddress(m(6, [0x20010db8, 0x00010001, 0x00010001, 0x00010001]), 0), '2001:db8:1:1:1:1:1:1');
 });
+
+test('an exception thrown by the callback reaches uncaughtException, like one thrown by a dgram listener', { skip }, async () => {
+  const { execFileSync } = await import('node:child_process');
+  const path = await import('node:path');
+  const mod = path.resolve(import.meta.dirname, '../server/native-udp.ts');
+  const script = `
+    import dgram from 'node:dgram';
+    import { loadNativeUdp, UdpReceiver } from ${JSON.stringify(mod)};
+    const { addon } = await loadNativeUdp();
+    const rx = dgram.createSocket('udp4');
+    await new Promise((r) => rx.bind(0, '127.0.0.1', r));
+    UdpReceiver.start(addon, rx, { slot: 64, max: 4, onPackets: () => { throw new Error('boom in callback'); } });
+    process.on('uncaughtException', (e) => { console.log('caught:', e.message); rx.close(); });
+    const tx = dgram.createSocket('udp4');
+    tx.send('x', rx.address().port, '127.0.0.1', () => tx.close());
+  `;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+  assert.match(out, /caught: boom in callback/);
+});
