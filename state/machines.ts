@@ -5,6 +5,7 @@
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from './db.ts';
+import { MacSet } from './mac-set.ts';
 import type { DeploymentRecord, DeploymentState } from '../boot/deployment.ts';
 
 export interface MachineRow {
@@ -193,7 +194,7 @@ export class MachineStore {
    * and then the set is rebuilt. Past `KNOWN_MAX` machines the set is dropped and every lookup
    * queries.
    */
-  private known: Set<string> | undefined;
+  private known: MacSet | undefined;
   private knownDisabled = false;
   private dataVersion = -1;
   private knownCheckedAt = 0;
@@ -207,7 +208,7 @@ export class MachineStore {
       const v = Number((this.q('PRAGMA data_version').get() as Row).data_version);
       if (v !== this.dataVersion || !this.known) {
         this.dataVersion = v;
-        const known = new Set<string>();
+        const known = new MacSet();
         for (const r of this.q('SELECT mac FROM machines').iterate() as Iterable<Row>) known.add(r.mac as string);
         for (const m of this.pendingSeen.keys()) known.add(m);
         this.known = known;
