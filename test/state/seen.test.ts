@@ -87,3 +87,87 @@ test('a machine never seen costs no query, yet rows written by this store or by 
     cleanup();
   }
 });
+
+test('a flush writes each pending sighting into its own row, whatever the batch size, and only the pending ones', () => {
+  const { dir, cleanup } = tempDir('sbt-seen3-');
+  try {
+    const db = openDatabase(dir);
+    let t = Date.parse('2026-01-01T00:00:00.000Z');
+    const store = new MachineStore(db, () => new Date(t));
+    const uuid = (i: number) => `00000000-0000-0000-0000-${i.toString().padStart(12, '0')}`;
+    // Sizes around the statement sizes (one row, powers of two, a whole batch and a batch and a bit).
+    let next = 0;
+    for (const size of [1, 2, 3, 7, 127, 128, 129, 249, 250, 251, 499, 500, 501]) {
+      t += 1000;
+      const first = next;
+      for (let k = 0; k < size; k++, next++) store.seen(mac(next), { uuid: uuid(next), firmware: `fw-${next}`, ...(next % 3 ? { ip: `10.1.${next >> 8}.${next & 255}` } : {}) });
+      store.flush();
+      const rows = new Map(store.list().map((r) => [r.mac, r]));
+      assert.equal(rows.size, next);
+      for (const i of [first, first + (size >> 1), next - 1]) {
+        const r = rows.get(mac(i))!;
+        assert.equal(r.uuid, uuid(i), `row ${i} of a flush of ${size}`);
+        assert.equal(r.firmware, `fw-${i}`);
+        assert.equal(r.ip, i % 3 ? `10.1.${i >> 8}.${i & 255}` : null);
+        assert.equal(r.model, null);
+        assert.equal(r.lastSeen, new Date(t).toISOString());
+      }
+    }
+    // A small flush after a large one writes only what is pending: mac(1) was seen in a large
+    // flush and is seen again alone; a stale copy of an earlier batch would set its time back.
+    t += 1000;
+    store.seen(mac(2000), {});
+    store.seen(mac(1), {});
+    store.flush();
+    t += 1000;
+    store.seen(mac(1), {});
+    store.flush();
+    assert.equal(store.get(mac(1))!.lastSeen, new Date(t).toISOString());
+    assert.equal(store.get(mac(2000))!.lastSeen, new Date(t - 1000).toISOString());
+    db.close();
+  } finally {
+    cleanup();
+  }
+});
+
+test('sightings merge facts: the latest fact wins, a missing fact keeps the known one, first seen stays', () => {
+  const { dir, cleanup } = tempDir('sbt-seen4-');
+  try {
+    const db = openDatabase(dir);
+    let t = Date.parse('2026-01-01T00:00:00.000Z');
+    const store = new MachineStore(db, () => new Date(t));
+    const at = (ms: number) => new Date(ms).toISOString();
+    const t0 = t;
+    store.seen(mac(1), { uuid: 'u1', firmware: 'bios' });
+    store.seen(mac(2)); // no facts at all: a row with the time only
+    t += 10;
+    store.seen(mac(1), { firmware: 'uefi-x64', ip: '10.0.0.1' }); // same batch: merged
+    store.flush();
+    let one = store.get(mac(1))!;
+    assert.deepEqual([one.uuid, one.firmware, one.ip, one.model], ['u1', 'uefi-x64', '10.0.0.1', null]);
+    assert.equal(one.lastSeen, at(t));
+    const two = store.get(mac(2))!;
+    assert.deepEqual([two.uuid, two.firmware, two.ip, two.model, two.firstSeen, two.lastSeen], [null, null, null, null, at(t0), at(t0)]);
+    const firstSeen = one.firstSeen;
+
+    // A later batch: facts it lacks keep their stored value; facts it has replace them.
+    t += 1000;
+    store.seen(mac(1), { model: 'R640' });
+    store.seen(mac(1), { ip: '10.0.0.2' });
+    store.flush();
+    one = store.get(mac(1))!;
+    assert.deepEqual([one.uuid, one.firmware, one.ip, one.model], ['u1', 'uefi-x64', '10.0.0.2', 'R640']);
+    assert.equal(one.firstSeen, firstSeen, 'first seen is kept');
+    assert.equal(one.lastSeen, at(t));
+
+    // Values are bound, not spliced into SQL or JSON: quotes, backslashes, non-ASCII and NUL survive.
+    const odd = `O'Brien "R640" \\ \u00e9\u4e2d\u{1F600} a\u0000b`;
+    store.seen(mac(3), { model: odd, uuid: '' });
+    store.flush();
+    assert.equal(store.get(mac(3))!.model, odd);
+    assert.equal(store.get(mac(3))!.uuid, '', 'an empty fact is a fact');
+    db.close();
+  } finally {
+    cleanup();
+  }
+});
