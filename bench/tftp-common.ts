@@ -232,14 +232,14 @@ export function makeFile(file: string, mb: number): void {
 export function buildJs(out: string): void {
   const repo = path.resolve(HERE, '..');
   const pino = import.meta.resolve('pino');
-  const files = ['bench/tftp-serve.ts', 'server/log.ts', 'server/log-writer.ts', 'server/metrics.ts', ...readdirSync(path.join(repo, 'server/tftp')).filter((f) => f.endsWith('.ts')).map((f) => `server/tftp/${f}`)];
+  const files = ['bench/tftp-serve.ts', 'server/log.ts', 'server/log-writer.ts', 'server/metrics.ts', 'server/native-udp.ts', ...readdirSync(path.join(repo, 'server/tftp')).filter((f) => f.endsWith('.ts')).map((f) => `server/tftp/${f}`)];
   for (const f of files) {
     let js = stripTypeScriptTypes(readFileSync(path.join(repo, f), 'utf8'));
     js = js.replace(/(from\s+'\.{1,2}\/[^']*)\.ts'/g, "$1.js'").replace(/from\s+'pino'/g, `from '${pino}'`);
     mkdirSync(path.join(out, path.dirname(f)), { recursive: true });
     writeFileSync(path.join(out, f.replace(/\.ts$/, '.js')), js);
   }
-  // The batched-send addon (server/tftp/batch-send.ts finds it by walking up to native/).
+  // The native UDP addon (server/native-udp.ts finds it by walking up to native/).
   rmSync(path.join(out, 'native'), { force: true });
   symlinkSync(path.join(repo, 'native'), path.join(out, 'native'));
 }

@@ -50,7 +50,12 @@ interface Row {
 export class LeaseStore {
   private readonly db: DatabaseSync;
   private readonly byIp = new Map<number, Lease>();
-  private readonly byMac = new Map<string, Set<number>>();
+  /**
+   * Addresses per owner: the address itself while a MAC holds one (nearly every client; a Set per MAC
+   * cost about 230 bytes of heap each, 23 MB per 100,000 machines of a boot storm, and the GC's time
+   * to mark them), a Set once it holds more.
+   */
+  private readonly byMac = new Map<string, number | Set<number>>();
   private readonly upsert: StatementSync;
 
   constructor(db: DatabaseSync) {
@@ -74,13 +79,14 @@ export class LeaseStore {
       // Drop the previous owner's entry, and the owner itself once it holds nothing: a flood of
       // one-off MACs must not grow memory beyond the pool's size.
       const prev = this.byMac.get(old.mac);
-      if (prev?.delete(l.ip) && prev.size === 0) this.byMac.delete(old.mac);
+      if (prev === l.ip || (typeof prev === 'object' && prev.delete(l.ip) && prev.size === 0)) this.byMac.delete(old.mac);
     }
     this.byIp.set(l.ip, l);
     if (l.mac) {
-      let s = this.byMac.get(l.mac);
-      if (!s) this.byMac.set(l.mac, (s = new Set()));
-      s.add(l.ip);
+      const s = this.byMac.get(l.mac);
+      if (s === undefined) this.byMac.set(l.mac, l.ip);
+      else if (typeof s === 'object') s.add(l.ip);
+      else if (s !== l.ip) this.byMac.set(l.mac, new Set([s, l.ip]));
     }
     for (const r of this.ranges.values()) {
       if (l.ip < r.start || l.ip > r.end) continue;
@@ -150,7 +156,8 @@ export class LeaseStore {
   /** This MAC's most recent lease inside [start, end], any state but declined. */
   latestFor(mac: string, start: number, end: number): Lease | undefined {
     let best: Lease | undefined;
-    for (const ip of this.byMac.get(mac) ?? []) {
+    const held = this.byMac.get(mac);
+    for (const ip of held === undefined ? [] : typeof held === 'number' ? [held] : held) {
       if (ip < start || ip > end) continue;
       const l = this.byIp.get(ip)!;
       if (l.state === 'declined') continue;

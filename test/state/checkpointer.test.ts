@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
@@ -70,4 +70,24 @@ test('a worker that dies hands checkpoints back to SQLite and says so', async (t
   assert.ok(lines.some((l) => l.level === 40 && /checkpoint worker stopped/.test(String(l.msg))), 'a warning names the fallback');
   await ck.stop();
   db.close();
+});
+
+test('the checkpoint worker runs at the lowest CPU priority (nice 19), on its own thread only', { skip: process.platform !== 'linux' && 'per-thread nice is Linux' }, async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const db = openDatabase(dir);
+  const ck = Checkpointer.start(db, join(dir, DB_FILE), capture().logger, { intervalMs: 50 });
+  try {
+    const th = await until('the worker to start', () => ck.thread);
+    assert.ok(th.tid > 0 && th.tid !== process.pid, `worker thread id ${th.tid}`);
+    assert.equal(th.nice, 19);
+    // As the kernel sees it: field 19 of the thread's stat is its nice value; the process's main thread keeps its own.
+    const nice = (tid: number) => Number(readFileSync(`/proc/${process.pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+    assert.equal(nice(th.tid), 19);
+    assert.equal(nice(process.pid), (await import('node:os')).getPriority(0));
+    assert.notEqual(nice(process.pid), 19);
+  } finally {
+    await ck.stop();
+    db.close();
+  }
 });
