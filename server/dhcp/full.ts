@@ -165,7 +165,7 @@ export function fullRespond(inb: Inbound, ctx: FullContext): Outcome {
       if ('error' in a) return drop('no_address', a.error);
       const existing = ctx.store.get(a.ip);
       const keepBound = existing && existing.mac === mac && existing.state === 'bound' && existing.expiresAt > ctx.now;
-      if (!keepBound) ctx.store.hold({ ip: a.ip, mac, state: 'offered', expiresAt: ctx.now + ctx.offerHoldMs });
+      if (!keepBound) ctx.store.hold({ ip: a.ip, mac, state: 'offered', expiresAt: ctx.now + ctx.offerHoldMs }, ctx.now);
       const sid = serverId(inb, ctx, pool);
       const pkt = replyTo(p, MsgType.OFFER, sid);
       pkt.yiaddr = ipToString(a.ip);
@@ -183,7 +183,7 @@ export function fullRespond(inb: Inbound, ctx: FullContext): Outcome {
         if (forOther) {
           const pool = choosePool(inb, ctx, false);
           const mine = pool && ctx.store.latestFor(mac, pool.start, pool.end);
-          if (mine && mine.state === 'offered') ctx.store.hold({ ...mine, state: 'released', expiresAt: ctx.now });
+          if (mine && mine.state === 'offered') ctx.store.hold({ ...mine, state: 'released', expiresAt: ctx.now }, ctx.now);
           return drop('other_server', `client chose server ${sidOpt}`, true);
         }
         const pool = choosePool(inb, ctx, false);

@@ -8,6 +8,12 @@
  * would cap a boot storm at the disk's fsync rate. Bound, released and declined leases are written
  * before the answer goes out.
  *
+ * An offer that ran out unanswered is forgotten (`hold` prunes them in the order they were made, a
+ * few per call): it was never written, nobody holds it, and keeping it would grow the table, and
+ * the heap the garbage collector walks, to the whole pool under a storm of one-off MACs (450 bytes
+ * per address: hundreds of MB on a large pool, and 20–50 ms collector pauses). Its address is
+ * handed out again once the range's never-used addresses are gone, like one never used.
+ *
  * Allocation is O(log n) per DISCOVER whatever the pool size: per address range, a cursor to the
  * lowest address that never had a lease (rows are never deleted, so it only moves up), and a heap
  * of leases by expiry for reusing the one that has been free longest.
@@ -57,6 +63,10 @@ export class LeaseStore {
    */
   private readonly byMac = new Map<string, number | Set<number>>();
   private readonly upsert: StatementSync;
+  /** Offers in the order they were made (their hold is one length, so also the order they expire). */
+  private offerIp: number[] = [];
+  private offerAt: number[] = [];
+  private offerHead = 0;
 
   constructor(db: DatabaseSync) {
     this.db = db;
@@ -102,7 +112,7 @@ export class LeaseStore {
     const key = `${start}-${end}`;
     let r = this.ranges.get(key);
     if (!r) {
-      r = { start, end, next: start, live: 0, heap: new ExpiryHeap() };
+      r = { start, end, next: start, live: 0, heap: new ExpiryHeap(), returned: [], returnedHead: 0 };
       this.ranges.set(key, r);
       this.rebuild(r);
     }
@@ -119,11 +129,23 @@ export class LeaseStore {
     }
   }
 
-  /** The lowest address in [start, end] that never had a lease, leaving out those `skip` names (reserved, our own). */
+  /** The lowest address in [start, end] that never had a lease, else one of a forgotten offer, leaving out those `skip` names (reserved, our own). */
   firstUnused(start: number, end: number, skip: (ip: number) => boolean): number | undefined {
     const r = this.range(start, end);
     while (r.next <= end && (this.byIp.has(r.next) || skip(r.next))) r.next++;
-    return r.next <= end ? r.next : undefined;
+    if (r.next <= end) return r.next;
+    // Then the addresses of forgotten offers (see prune): used once, free again, owned by nobody.
+    // Left at the head until it is leased again: a caller that does not take it loses nothing.
+    while (r.returnedHead < r.returned.length) {
+      const ip = r.returned[r.returnedHead]!;
+      if (!this.byIp.has(ip) && !skip(ip)) return ip;
+      r.returnedHead++;
+      if (r.returnedHead > 4096 && r.returnedHead * 2 > r.returned.length) {
+        r.returned = r.returned.slice(r.returnedHead);
+        r.returnedHead = 0;
+      }
+    }
+    return undefined;
   }
 
   /** The address in [start, end] whose lease ended longest ago (released, or expired at `now`), leaving out those `skip` names. */
@@ -166,9 +188,48 @@ export class LeaseStore {
     return best;
   }
 
-  /** Keep an offer in memory only (see the top of this file). */
-  hold(l: Lease): void {
+  /** Keep an offer in memory only (see the top of this file); forgets a few offers that ran out unanswered. */
+  hold(l: Lease, now: number): void {
     this.remember(l);
+    if (l.state === 'offered') {
+      this.offerIp.push(l.ip);
+      this.offerAt.push(l.expiresAt);
+    }
+    this.prune(now, 16);
+  }
+
+  /**
+   * Forgets up to `max` offers whose hold ended before `now` and that are still just that: an offer
+   * since bound, released, declined or made again is another lease and stays.
+   */
+  prune(now: number, max = Infinity): number {
+    let n = 0;
+    while (n < max && this.offerHead < this.offerIp.length && this.offerAt[this.offerHead]! <= now) {
+      const ip = this.offerIp[this.offerHead]!;
+      const at = this.offerAt[this.offerHead]!;
+      this.offerHead++;
+      const l = this.byIp.get(ip);
+      if (!l || l.state !== 'offered' || l.expiresAt !== at) continue;
+      this.forget(l);
+      n++;
+    }
+    if (this.offerHead > 4096 && this.offerHead * 2 > this.offerIp.length) {
+      this.offerIp = this.offerIp.slice(this.offerHead);
+      this.offerAt = this.offerAt.slice(this.offerHead);
+      this.offerHead = 0;
+    }
+    return n;
+  }
+
+  private forget(l: Lease): void {
+    this.byIp.delete(l.ip);
+    const held = this.byMac.get(l.mac);
+    if (held === l.ip || (typeof held === 'object' && held.delete(l.ip) && held.size === 0)) this.byMac.delete(l.mac);
+    for (const r of this.ranges.values()) {
+      if (l.ip < r.start || l.ip > r.end) continue;
+      r.live--;
+      r.returned.push(l.ip);
+    }
   }
 
   /** Write one lease (insert or replace the row for its address) in a transaction. */
@@ -207,6 +268,9 @@ interface RangeIndex {
   /** Addresses in the range with a lease (a bound on the heap's live entries). */
   live: number;
   heap: ExpiryHeap;
+  /** Addresses of forgotten offers, handed out again before `next` (entries since leased again are skipped). */
+  returned: number[];
+  returnedHead: number;
 }
 
 /** A binary min-heap of (expiry, address) in two flat arrays; ties go to the lower address. */

@@ -7,6 +7,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { Opt } from '../../server/dhcp/options.ts';
 import { DhcpConfigError, resolveTopology } from '../../server/dhcp/networks.ts';
 import { LeaseStore } from '../../server/dhcp/leases.ts';
+import { parseIp } from '../../server/dhcp/ip.ts';
 import { silentLogger } from '../../server/log.ts';
 import { Registry } from '../../server/metrics.ts';
 import type { DhcpOptions } from '../../server/dhcp/types.ts';
@@ -236,6 +237,39 @@ test('allocation stays fast in a large pool: 70,000 distinct machines in a /16',
   assert.equal(seen.size, 255 * 256 + 250 - 10 + 1, 'every address of the range, then the lapsed offers again');
   // A scan per DISCOVER would take minutes here; this is seconds even on a loaded machine.
   assert.ok(ms < 30_000, `${ms.toFixed(0)} ms`);
+});
+
+test('a storm of one-off MACs: unanswered offers are forgotten once they lapse, their addresses reused, memory bounded', () => {
+  // A /20: 4,000-odd addresses for 15 waves of 2,000 machines that DISCOVER once and never REQUEST.
+  const pool = { subnet: '10.66.0.0/20', rangeStart: '10.66.0.10', rangeEnd: '10.66.15.250' };
+  const t = harness({ mode: 'full', pools: [pool], offerHoldSeconds: 5, rateLimit: { burst: 1e9, perSecond: 1e9 } }, { br0: [iface('10.66.0.1', '255.255.240.0')] });
+  const everUsed = new Set<string>();
+  let n = 0;
+  for (let wave = 0; wave < 15; wave++) {
+    const live = new Set<string>();
+    for (let i = 0; i < 2000; i++, n++) {
+      const mac = `02:01:00:${((n >> 16) & 255).toString(16).padStart(2, '0')}:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}`;
+      const r = t.send(clientBuf({ type: MsgType.DISCOVER, mac, xid: n }));
+      assert.equal(r.result, 'replied', `wave ${wave} machine ${i}: ${r.reason}`);
+      const ip = r.replies[0]!.yiaddr;
+      assert.ok(!live.has(ip), `${ip} offered twice while both offers are held`);
+      live.add(ip);
+      everUsed.add(ip);
+    }
+    // The table holds this wave's offers and what is left of the last one, never the whole pool's history.
+    assert.ok(t.store!.all().length <= 4000, `wave ${wave}: ${t.store!.all().length} leases in memory`);
+    t.clock.now += 6000; // this wave's offers lapse unanswered
+  }
+  assert.equal(everUsed.size, 16 * 256 - 10 - 5, 'every address of the range served, no more');
+  // A machine that does answer keeps its address as before: offer, then REQUEST binds it, and pruning leaves it.
+  const r = t.send(clientBuf({ type: MsgType.DISCOVER, mac: A, xid: 1 }));
+  const ip = r.replies[0]!.yiaddr;
+  t.send(clientBuf({ type: MsgType.REQUEST, mac: A, xid: 1, requestedIp: ip, serverId: '10.66.0.1' }));
+  t.clock.now += 6000;
+  for (let i = 0; i < 100; i++) t.send(clientBuf({ type: MsgType.DISCOVER, mac: `02:02:00:00:00:${i.toString(16).padStart(2, '0')}`, xid: i }));
+  const l = t.store!.get(parseIp(ip)!);
+  assert.equal(l?.state, 'bound');
+  assert.equal(l?.mac, A);
 });
 
 test('the database refuses two clients on one address even if memory were wrong', () => {
