@@ -12,7 +12,7 @@ import type { LeaseStore } from './leases.ts';
 import type { Link, Topology } from './networks.ts';
 import { msgTypeName, Opt } from './options.ts';
 import { proxyRespond } from './proxy.ts';
-import { RateLimiter, RecentSet } from './ratelimit.ts';
+import { RateLimiter, RecentTransactions } from './ratelimit.ts';
 import type { Destination, Inbound, Outcome, ResponderContext } from './respond.ts';
 import type { DhcpOptions } from './types.ts';
 
@@ -59,7 +59,7 @@ export function createHandler(deps: HandlerDeps): DhcpHandler {
     declineHoldMs: (opts.declineHoldSeconds ?? 600) * 1000,
   };
   // Retransmissions reuse the xid: log a transaction's decision once, repeats at debug.
-  const logged = new RecentSet(4096);
+  const logged = new RecentTransactions();
 
   function dropOut(reason: string, msg: string, fields: object, level: 'debug' | 'info' | 'warn' = 'debug'): HandleResult {
     dropped.inc({ reason });
@@ -106,7 +106,7 @@ export function createHandler(deps: HandlerDeps): DhcpHandler {
     const o = respond(inb);
     const out: Outgoing[] = o.replies.map((r) => ({ buf: encodePacket(r.packet), to: r.to, type: r.type }));
 
-    const first = logged.add(`${mac}/${pkt.xid}/${type}/${via}`);
+    const first = logged.add(pkt.chaddr, pkt.xid, mt![0]!, via === 'pxe' ? 1 : 0);
     const level = !first || o.quiet ? 'debug' : 'info';
     if (o.facts && o.facts.firmware === 'unknown' && first) log.warn({ mac, arch: o.facts.archCode }, 'unknown client architecture; boot policy decides');
     if (o.drop) dropped.inc({ reason: o.drop });

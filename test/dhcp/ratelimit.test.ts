@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RateLimiter, RecentSet } from '../../server/dhcp/ratelimit.ts';
+import { RateLimiter, RecentTransactions } from '../../server/dhcp/ratelimit.ts';
 
 const mac = (n: number) => Buffer.from([0x52, 0x54, (n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
 
@@ -29,11 +29,19 @@ test('a flood of new MACs neither grows memory nor frees a looping client', () =
   assert.ok(passed <= 2, `looping client got ${passed} packets through`);
 });
 
-test('RecentSet remembers recent keys only', () => {
-  const s = new RecentSet(2);
-  assert.equal(s.add('a'), true);
-  assert.equal(s.add('a'), false);
-  s.add('b'); s.add('c'); s.add('d'); s.add('e');
-  assert.equal(s.add('a'), true, 'forgotten after two generations');
-  assert.equal(s.add('e'), false);
+test('RecentTransactions: a retransmission is known, another xid, type, port or MAC is not', () => {
+  const r = new RecentTransactions(64);
+  const a = Uint8Array.from([0x52, 0x54, 0, 0, 0, 1]);
+  const b = Uint8Array.from([0x52, 0x54, 0, 0, 0, 2]);
+  assert.equal(r.add(a, 7, 1, 0), true);
+  assert.equal(r.add(a, 7, 1, 0), false, 'the same DISCOVER again');
+  assert.equal(r.add(a, 7, 3, 0), true, 'its REQUEST');
+  assert.equal(r.add(a, 7, 3, 1), true, 'on port 4011');
+  assert.equal(r.add(a, 8, 1, 0), true, 'a new xid');
+  assert.equal(r.add(b, 7, 1, 0), true, 'another machine');
+  assert.equal(r.add(a, 0xffffffff, 1, 0), true);
+  assert.equal(r.add(a, 0xffffffff, 1, 0), false, 'xid at 2^32 - 1');
+  // A storm of other transactions evicts it: it counts as new again, never as a repeat it is not.
+  for (let i = 0; i < 10_000; i++) r.add(Uint8Array.from([2, 0, 0, i >> 16, (i >> 8) & 255, i & 255]), i, 1, 0);
+  assert.equal(r.add(a, 7, 1, 0), true);
 });
