@@ -88,8 +88,7 @@ export class LeaseStore {
     if (old && old.mac !== l.mac) {
       // Drop the previous owner's entry, and the owner itself once it holds nothing: a flood of
       // one-off MACs must not grow memory beyond the pool's size.
-      const prev = this.byMac.get(old.mac);
-      if (prev === l.ip || (typeof prev === 'object' && prev.delete(l.ip) && prev.size === 0)) this.byMac.delete(old.mac);
+      this.unlinkMac(old.mac, l.ip);
     }
     this.byIp.set(l.ip, l);
     if (l.mac) {
@@ -221,10 +220,15 @@ export class LeaseStore {
     return n;
   }
 
+  /** `mac` no longer holds `ip`; a MAC that holds nothing is dropped. */
+  private unlinkMac(mac: string, ip: number): void {
+    const held = this.byMac.get(mac);
+    if (held === ip || (typeof held === 'object' && held.delete(ip) && held.size === 0)) this.byMac.delete(mac);
+  }
+
   private forget(l: Lease): void {
     this.byIp.delete(l.ip);
-    const held = this.byMac.get(l.mac);
-    if (held === l.ip || (typeof held === 'object' && held.delete(l.ip) && held.size === 0)) this.byMac.delete(l.mac);
+    this.unlinkMac(l.mac, l.ip);
     for (const r of this.ranges.values()) {
       if (l.ip < r.start || l.ip > r.end) continue;
       r.live--;
@@ -268,7 +272,7 @@ interface RangeIndex {
   /** Addresses in the range with a lease (a bound on the heap's live entries). */
   live: number;
   heap: ExpiryHeap;
-  /** Addresses of forgotten offers, handed out again before `next` (entries since leased again are skipped). */
+  /** Addresses of forgotten offers, handed out again once `next` has passed `end` (entries since leased again are skipped). */
   returned: number[];
   returnedHead: number;
 }

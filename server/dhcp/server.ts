@@ -56,6 +56,12 @@ const RX_MAX = 32;
 /** Replies waiting for room in a socket's send buffer (native sends only; dgram keeps its own queue). */
 const SEND_QUEUE_MAX = 4096;
 
+/** A socket the addon receives on, and its replies waiting for room in the send buffer. */
+interface NativeSocket {
+  rx: UdpReceiver;
+  queue: Array<{ buf: Buffer; address: string; port: number; type: string }>;
+}
+
 export interface DhcpServer {
   /** Bound ports (the real ones when 0 = ephemeral was asked for). */
   ports: { server: number; pxe: number | undefined };
@@ -145,7 +151,7 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
   const closeAll = () => Promise.all(sockets.map(closeSocket));
   const nat = opts.nativeUdp === false ? { addon: null, detail: 'nativeUdp: false' } : await loadNativeUdp();
   /** Sockets the addon receives on: dgram must not send on them, replies go through the receiver. */
-  const receivers = new Map<dgram.Socket, { rx: UdpReceiver; queue: Array<{ buf: Buffer; address: string; port: number; type: string }> }>();
+  const receivers = new Map<dgram.Socket, NativeSocket>();
 
   try {
     if (wantServer !== 0) await closeSocket(await bind(listen, wantServer, false, 'DHCP'));
@@ -199,24 +205,30 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
     };
 
     /** A full send buffer queues the reply until the socket is writable again, in order; past the cap it is dropped. */
-    const sendNative = (nr: NonNullable<ReturnType<typeof receivers.get>>, buf: Buffer, address: string, port: number, type: string) => {
+    const sendNative = (nr: NativeSocket, buf: Buffer, address: string, port: number, type: string) => {
       if (nr.queue.length > 0) {
         if (nr.queue.length >= SEND_QUEUE_MAX) dropped.inc({ reason: 'send_queue_full' });
         else nr.queue.push({ buf, address, port, type });
         return;
       }
       const r = nr.rx.sendTo(buf, address, port);
-      if (r >= 0) {
-        replies.inc({ type });
-      } else if (r === EAGAIN) {
+      if (r === EAGAIN) {
         nr.queue.push({ buf, address, port, type });
         nr.rx.wantWritable();
+      } else {
+        sent(r, type, address, port);
+      }
+    };
+    /** Counts a native send's outcome: bytes sent, or -errno. */
+    const sent = (r: number, type: string, address: string, port: number) => {
+      if (r >= 0) {
+        replies.inc({ type });
       } else {
         dropped.inc({ reason: 'send_error' });
         log.warn({ to: `${address}:${port}`, errno: r }, 'sending DHCP reply failed');
       }
     };
-    const drain = (nr: NonNullable<ReturnType<typeof receivers.get>>) => {
+    const drain = (nr: NativeSocket) => {
       while (nr.queue.length > 0) {
         const q = nr.queue[0]!;
         const r = nr.rx.sendTo(q.buf, q.address, q.port);
@@ -225,12 +237,7 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
           return;
         }
         nr.queue.shift();
-        if (r >= 0) {
-          replies.inc({ type: q.type });
-        } else {
-          dropped.inc({ reason: 'send_error' });
-          log.warn({ to: `${q.address}:${q.port}`, errno: r }, 'sending DHCP reply failed');
-        }
+        sent(r, q.type, q.address, q.port);
       }
     };
 
@@ -240,7 +247,7 @@ export async function startDhcp(opts: DhcpOptions): Promise<DhcpServer> {
         let lastAddr = 0;
         let lastStr = '0.0.0.0';
         const src = { address: '', port: 0 };
-        let nr: NonNullable<ReturnType<typeof receivers.get>> | undefined;
+        let nr: NativeSocket | undefined;
         const rx = UdpReceiver.start(nat.addon, s, {
           slot: RX_SLOT,
           max: RX_MAX,
