@@ -34,7 +34,9 @@ export class LineWriter {
   private pending = 0;
   private writing: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Dropped since the last line that reported drops. */
   private dropped = 0;
+  private droppedTotal = 0;
   private dead = false;
   private lastWriteAt = -Infinity;
   private readonly waiters: Array<(err?: Error) => void> = [];
@@ -53,15 +55,17 @@ export class LineWriter {
     return new LineWriter(fs.openSync(file, 'a'), opts);
   }
 
-  /** Lines that could not be written because the consumer was too slow or gone. */
+  /** Lines that could not be written because the consumer was too slow or gone (since start). */
   get droppedLines(): number {
-    return this.dropped;
+    return this.droppedTotal;
   }
 
   write(line: string): boolean {
     if (this.dead) return false;
-    if (this.pending + line.length > this.maxBuffered) {
+    // The buffer in flight counts too: a stalled consumer holds it until it reads again.
+    if (this.pending + (this.writing?.length ?? 0) + line.length > this.maxBuffered) {
       this.dropped++;
+      this.droppedTotal++;
       return false;
     }
     this.lines.push(line);
