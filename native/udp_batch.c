@@ -13,10 +13,11 @@
  * Receiving (recvStart): Node's dgram costs, per datagram, a 64 KiB malloc, a Buffer and an address object, a
  * callback into JavaScript and a second recvmsg that finds the socket empty. recvStart takes a bound dgram socket's
  * fd over (the caller has stopped dgram's own reading) with a uv_poll on Node's loop: each wakeup drains up to `max`
- * datagrams with one recvmmsg into a caller-owned ring and calls JavaScript once with their count, their lengths
- * and source addresses in a caller-owned Int32Array. Nothing is allocated per datagram. Once taken over, the socket
- * must not be sent on through dgram (its libuv watcher would fight the poll for the fd): sendTo and sendGso serve,
- * and recvWantWritable reports when a full send buffer has room again.
+ * datagrams with one recvmmsg into a caller-owned ring, lengths and source addresses into a caller-owned Int32Array,
+ * and JavaScript is called once per loop iteration for all receivers that got something (recvDispatch). Nothing is
+ * allocated per datagram. Once taken over, the socket must not be sent on through dgram (its libuv watcher would
+ * fight the poll for the fd): sendTo and sendGso serve, and recvWantWritable reports when a full send buffer has room
+ * again.
  *
  * Built by native/build.mjs with the system C compiler against Node's own headers; N-API symbols resolve at
  * load time from the running node binary, so nothing links against Node.
@@ -221,21 +222,46 @@ static napi_value js_send_mmsg(napi_env env, napi_callback_info info) {
  * source address as 4 big-endian words (IPv4: word 0 only), then the IPv6 scope id. */
 #define META_WORDS 8
 #define RECV_MAX 64
-/* Wakeups drain at most this many batches before letting the loop run other handles (libuv drains 32 datagrams). */
+/* Batches taken from one socket per loop iteration before the loop runs other handles (libuv drains 32 datagrams). */
 #define RECV_ROUNDS 4
+/* Int32 words per receiver in the dispatcher's events array: id, datagrams in its ring, became writable (0/1). */
+#define EVENT_WORDS 3
 
 struct rx {
   uv_poll_t poll;
   napi_env env;
-  napi_ref cb, ring_ref, meta_ref;
-  napi_async_context actx;
+  napi_ref ring_ref, meta_ref;
   char *ring;
   size_t ring_len, slot;
   int32_t *meta;
   unsigned max;
-  int fd, events;
-  /* 1 while recvStop has not been called; refs: the JS handle's finalizer and the poll's close callback. */
+  int fd, events, id;
+  /* Waiting for the dispatcher: datagrams read into the ring (not to be overwritten before JavaScript has seen
+   * them), and whether the socket became writable. */
+  int queued, nread, writable;
+  /* 1 while recvStop has not been called; refs: the JS handle's finalizer, the poll's close callback, and the
+   * dispatcher's queue while it holds the receiver. */
   int active, refs;
+};
+
+/*
+ * One dispatcher per Node environment: the receivers' poll callbacks read their sockets during libuv's poll phase
+ * and queue themselves; a check handle (which runs right after the poll phase, in the same loop iteration) then calls
+ * JavaScript once for all of them, with an events array that lists each receiver's id and what it got. With many
+ * sockets ready at once (20 transfers in lock-step wake the server with about 4 ACKs per wakeup, each on its own
+ * socket), that is one entry into JavaScript per wakeup instead of one per socket, and each entry costs more than
+ * the handful of lines the transfer runs per ACK.
+ */
+struct disp {
+  napi_env env;
+  napi_ref fn, events_ref;
+  int32_t *events;
+  size_t cap; /* receivers per call */
+  napi_async_context actx;
+  uv_check_t check;
+  int check_on;
+  struct rx **queue, **batch;
+  size_t qlen, qcap;
 };
 
 static void rx_unref(struct rx *r) {
@@ -250,110 +276,239 @@ static void rx_finalize(napi_env env, void *data, void *hint) {
 
 static void rx_closed(uv_handle_t *h) {
   struct rx *r = (struct rx *)h->data;
-  napi_delete_reference(r->env, r->cb);
   napi_delete_reference(r->env, r->ring_ref);
   napi_delete_reference(r->env, r->meta_ref);
-  napi_async_destroy(r->env, r->actx);
   rx_unref(r);
 }
 
-/* Calls the JS callback with one number; an exception goes where an exception in any event handler goes. */
-static int rx_call(struct rx *r, int n) {
-  napi_env env = r->env;
-  napi_value cb, recv, arg, res;
-  if (napi_get_reference_value(env, r->cb, &cb) != napi_ok || !cb) return 0;
-  napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
-  napi_create_int32(env, n, &arg);
-  napi_status st = napi_make_callback(env, r->actx, recv, cb, 1, &arg, &res);
-  if (st == napi_pending_exception) {
-    napi_value err;
-    napi_get_and_clear_last_exception(env, &err);
-    napi_fatal_exception(env, err);
-    return 0;
+static struct disp *disp_of(napi_env env) {
+  void *d = NULL;
+  if (napi_get_instance_data(env, &d) != napi_ok) return NULL;
+  return (struct disp *)d;
+}
+
+static void disp_run(uv_check_t *h);
+
+/* Puts a receiver on the dispatcher's queue (once) and makes sure the check handle runs this iteration. */
+static int rx_enqueue(struct rx *r) {
+  if (r->queued) return 1;
+  struct disp *d = disp_of(r->env);
+  if (!d) return 0;
+  if (d->qlen == d->qcap) {
+    size_t cap = d->qcap ? d->qcap * 2 : 64;
+    struct rx **q = realloc(d->queue, cap * sizeof *q);
+    if (!q) return 0;
+    d->queue = q;
+    struct rx **b = realloc(d->batch, cap * sizeof *b);
+    if (!b) return 0;
+    d->batch = b;
+    d->qcap = cap;
   }
-  return st == napi_ok;
+  d->queue[d->qlen++] = r;
+  r->queued = 1;
+  r->refs++;
+  if (!d->check_on) {
+    uv_check_start(&d->check, disp_run);
+    d->check_on = 1;
+  }
+  return 1;
+}
+
+/* One recvmmsg into the receiver's ring: datagrams read (0 when none, or on an error, which it consumes: an ICMP
+ * error queued on the socket; the next wakeup tries again, as libuv does). */
+static int rx_read(struct rx *r) {
+  struct mmsghdr msgs[RECV_MAX];
+  struct iovec iov[RECV_MAX];
+  struct sockaddr_storage from[RECV_MAX];
+  unsigned max = r->max;
+  for (unsigned i = 0; i < max; i++) {
+    iov[i].iov_base = r->ring + i * r->slot;
+    iov[i].iov_len = r->slot;
+    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_len = 0;
+  }
+  int n;
+  do n = recvmmsg(r->fd, msgs, max, MSG_DONTWAIT, NULL);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;
+  for (int i = 0; i < n; i++) {
+    int32_t *m = r->meta + i * META_WORDS;
+    memset(m, 0, META_WORDS * sizeof *m);
+    m[0] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)msgs[i].msg_len;
+    if (from[i].ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&from[i];
+      m[1] = ntohs(a->sin_port);
+      m[2] = 4;
+      m[3] = (int32_t)ntohl(a->sin_addr.s_addr);
+    } else if (from[i].ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&from[i];
+      m[1] = ntohs(a->sin6_port);
+      m[2] = 6;
+      for (int w = 0; w < 4; w++) {
+        uint32_t v;
+        memcpy(&v, a->sin6_addr.s6_addr + 4 * w, 4);
+        m[3 + w] = (int32_t)ntohl(v);
+      }
+      m[7] = (int32_t)a->sin6_scope_id;
+    }
+  }
+  return n;
 }
 
 static void rx_on_poll(uv_poll_t *h, int status, int events) {
   struct rx *r = (struct rx *)h->data;
   if (!r->active) return;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(r->env, &scope) != napi_ok) return;
   if (status < 0) events = UV_READABLE; /* let recvmmsg report it, or find nothing */
   if ((events & UV_WRITABLE) && (r->events & UV_WRITABLE)) {
     r->events &= ~UV_WRITABLE;
     uv_poll_start(&r->poll, r->events, rx_on_poll);
-    rx_call(r, -1);
+    r->writable = 1;
+    rx_enqueue(r);
   }
-  struct mmsghdr msgs[RECV_MAX];
-  struct iovec iov[RECV_MAX];
-  struct sockaddr_storage from[RECV_MAX];
-  for (int round = 0; round < RECV_ROUNDS && r->active && (events & UV_READABLE); round++) {
-    unsigned max = r->max;
-    for (unsigned i = 0; i < max; i++) {
-      iov[i].iov_base = r->ring + i * r->slot;
-      iov[i].iov_len = r->slot;
-      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-      msgs[i].msg_hdr.msg_name = &from[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_len = 0;
-    }
-    int n;
-    do n = recvmmsg(r->fd, msgs, max, MSG_DONTWAIT, NULL);
-    while (n < 0 && errno == EINTR);
-    /* EAGAIN: drained. Anything else (an ICMP error queued on the socket) is consumed by this call; try again next
-     * wakeup, as libuv does. */
-    if (n <= 0) break;
-    for (int i = 0; i < n; i++) {
-      int32_t *m = r->meta + i * META_WORDS;
-      memset(m, 0, META_WORDS * sizeof *m);
-      m[0] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)msgs[i].msg_len;
-      if (from[i].ss_family == AF_INET) {
-        struct sockaddr_in *a = (struct sockaddr_in *)&from[i];
-        m[1] = ntohs(a->sin_port);
-        m[2] = 4;
-        m[3] = (int32_t)ntohl(a->sin_addr.s_addr);
-      } else if (from[i].ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&from[i];
-        m[1] = ntohs(a->sin6_port);
-        m[2] = 6;
-        for (int w = 0; w < 4; w++) {
-          uint32_t v;
-          memcpy(&v, a->sin6_addr.s6_addr + 4 * w, 4);
-          m[3 + w] = (int32_t)ntohl(v);
-        }
-        m[7] = (int32_t)a->sin6_scope_id;
-      }
-    }
-    if (!rx_call(r, n)) break;
-    if ((unsigned)n < max) break;
+  /* A ring JavaScript has not seen yet is left alone: the socket stays readable and polls again. */
+  if ((events & UV_READABLE) && r->nread == 0) {
+    r->nread = rx_read(r);
+    if (r->nread > 0) rx_enqueue(r);
   }
-  napi_close_handle_scope(r->env, scope);
 }
 
-/* recvStart(fd, ring: Buffer, slot, meta: Int32Array, max, cb(n)): handle. cb gets the number of datagrams now in
- * the ring (datagram i at i * slot, described by meta words i * 8 …), or -1 when the socket became writable after
- * recvWantWritable. Throws when the fd is already watched by Node's loop (dgram still reading it). */
+/* Calls the dispatcher with `k` receivers described in its events array; an exception goes where an exception in
+ * any event handler goes. */
+static void disp_call(struct disp *d, size_t k) {
+  napi_env env = d->env;
+  napi_value fn, recv, arg, res;
+  if (napi_get_reference_value(env, d->fn, &fn) != napi_ok || !fn) return;
+  napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+  napi_create_uint32(env, (uint32_t)k, &arg);
+  napi_status st = napi_make_callback(env, d->actx, recv, fn, 1, &arg, &res);
+  if (st == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+static void disp_run(uv_check_t *h) {
+  struct disp *d = (struct disp *)h->data;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(d->env, &scope) != napi_ok) return;
+  for (int round = 0; round < RECV_ROUNDS && d->qlen > 0; round++) {
+    /* Take the queue as it is: receivers read again below queue themselves for the next round. */
+    size_t n = d->qlen;
+    memcpy(d->batch, d->queue, n * sizeof *d->batch);
+    d->qlen = 0;
+    for (size_t from = 0; from < n; from += d->cap) {
+      size_t k = 0;
+      for (size_t i = from; i < n && i < from + d->cap; i++) {
+        struct rx *r = d->batch[i];
+        if (!r->active || (r->nread == 0 && !r->writable)) continue;
+        d->events[k * EVENT_WORDS] = r->id;
+        d->events[k * EVENT_WORDS + 1] = r->nread;
+        d->events[k * EVENT_WORDS + 2] = r->writable;
+        k++;
+      }
+      if (k > 0) disp_call(d, k);
+    }
+    for (size_t i = 0; i < n; i++) {
+      struct rx *r = d->batch[i];
+      int full = r->nread == (int)r->max;
+      r->queued = 0;
+      r->nread = 0;
+      r->writable = 0;
+      /* A full batch: more may be waiting. Read it now rather than after a trip through epoll. */
+      if (r->active && full && round + 1 < RECV_ROUNDS) {
+        r->nread = rx_read(r);
+        if (r->nread > 0) rx_enqueue(r);
+      }
+      rx_unref(r);
+    }
+  }
+  if (d->qlen == 0 && d->check_on) {
+    uv_check_stop(&d->check);
+    d->check_on = 0;
+  }
+  napi_close_handle_scope(d->env, scope);
+}
+
+/* recvDispatch(fn(k), events: Int32Array): the environment's dispatcher. fn is called once per loop iteration in
+ * which receivers got datagrams or became writable, with k receivers described by events words i * 3 …: the id given
+ * to recvStart, the number of datagrams now in its ring (datagram j at j * slot, meta words j * 8 …; 0: none), and 1
+ * when the socket became writable after recvWantWritable. Called again, it replaces fn and events. */
+static napi_value js_recv_dispatch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype t;
+  napi_typedarray_type tt;
+  size_t len;
+  void *data;
+  if (argc < 2 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function ||
+      napi_get_typedarray_info(env, argv[1], &tt, &len, &data, NULL, NULL) != napi_ok || tt != napi_int32_array || len < EVENT_WORDS) {
+    napi_throw_type_error(env, NULL, "recvDispatch(fn, events: Int32Array >= 3)");
+    return NULL;
+  }
+  struct disp *d = disp_of(env);
+  if (!d) {
+    d = calloc(1, sizeof *d);
+    if (!d) {
+      napi_throw_error(env, NULL, "recvDispatch: out of memory");
+      return NULL;
+    }
+    uv_loop_t *loop;
+    CHECK(napi_get_uv_event_loop(env, &loop));
+    uv_check_init(loop, &d->check);
+    d->check.data = d;
+    /* The check runs only while receivers are queued, and never keeps the process alive by itself. */
+    uv_unref((uv_handle_t *)&d->check);
+    d->env = env;
+    napi_value name, resource;
+    napi_create_object(env, &resource);
+    napi_create_string_utf8(env, "swarmboot.udp_recv", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, resource, name, &d->actx);
+    /* Kept for the environment's life: the check handle lives on Node's loop (no finalizer, so no handle is freed
+     * under the loop at teardown). */
+    CHECK(napi_set_instance_data(env, d, NULL, NULL));
+  } else {
+    napi_delete_reference(env, d->fn);
+    napi_delete_reference(env, d->events_ref);
+  }
+  napi_create_reference(env, argv[0], 1, &d->fn);
+  napi_create_reference(env, argv[1], 1, &d->events_ref);
+  d->events = (int32_t *)data;
+  d->cap = len / EVENT_WORDS;
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* recvStart(fd, ring: Buffer, slot, meta: Int32Array, max, id): handle. Datagrams are read up to `max` at a time into
+ * the ring and reported to the dispatcher (recvDispatch, which must be set) under `id`. Throws when the fd is already
+ * watched by Node's loop (dgram still reading it). */
 static napi_value js_recv_start(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd;
+  int32_t fd, id;
   uint32_t slot, max;
   char *ring;
   size_t ring_len, meta_len;
   napi_typedarray_type tt;
   void *meta;
-  napi_valuetype cbt;
   if (argc < 6 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
       napi_get_buffer_info(env, argv[1], (void **)&ring, &ring_len) != napi_ok ||
       napi_get_value_uint32(env, argv[2], &slot) != napi_ok ||
       napi_get_typedarray_info(env, argv[3], &tt, &meta_len, &meta, NULL, NULL) != napi_ok || tt != napi_int32_array ||
-      napi_get_value_uint32(env, argv[4], &max) != napi_ok || napi_typeof(env, argv[5], &cbt) != napi_ok || cbt != napi_function ||
+      napi_get_value_uint32(env, argv[4], &max) != napi_ok || napi_get_value_int32(env, argv[5], &id) != napi_ok ||
       slot == 0 || max == 0 || max > RECV_MAX || (size_t)max * slot > ring_len || meta_len < (size_t)max * META_WORDS) {
-    napi_throw_type_error(env, NULL, "recvStart(fd, ring: Buffer >= max*slot, slot, meta: Int32Array >= max*8, max <= 64, cb)");
+    napi_throw_type_error(env, NULL, "recvStart(fd, ring: Buffer >= max*slot, slot, meta: Int32Array >= max*8, max <= 64, id)");
+    return NULL;
+  }
+  if (!disp_of(env)) {
+    napi_throw_error(env, NULL, "recvStart: no dispatcher (call recvDispatch first)");
     return NULL;
   }
   uv_loop_t *loop;
@@ -377,14 +532,11 @@ static napi_value js_recv_start(napi_env env, napi_callback_info info) {
   r->meta = (int32_t *)meta;
   r->max = max;
   r->fd = fd;
+  r->id = id;
   r->events = UV_READABLE;
   r->active = 1;
   r->refs = 2;
-  napi_value name, resource, handle;
-  napi_create_object(env, &resource);
-  napi_create_string_utf8(env, "swarmboot.udp_recv", NAPI_AUTO_LENGTH, &name);
-  napi_async_init(env, resource, name, &r->actx);
-  napi_create_reference(env, argv[5], 1, &r->cb);
+  napi_value handle;
   napi_create_reference(env, argv[1], 1, &r->ring_ref);
   napi_create_reference(env, argv[3], 1, &r->meta_ref);
   e = uv_poll_start(&r->poll, r->events, rx_on_poll);
@@ -418,7 +570,8 @@ static struct rx *rx_of(napi_env env, napi_callback_info info) {
   return (struct rx *)data;
 }
 
-/* recvStop(handle): stops watching the fd, at once (the caller may close the socket right after); idempotent. */
+/* recvStop(handle): stops watching the fd, at once (the caller may close the socket right after); idempotent. What the
+ * dispatcher had queued for it is dropped. */
 static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
   struct rx *r = rx_of(env, info);
   if (!r) return NULL;
@@ -432,7 +585,8 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
   return u;
 }
 
-/* recvWantWritable(handle): the callback gets -1 once the socket can take more (after a send returned EAGAIN). */
+/* recvWantWritable(handle): the dispatcher reports the receiver writable once the socket can take more (after a
+ * send returned EAGAIN). */
 static napi_value js_recv_want_writable(napi_env env, napi_callback_info info) {
   struct rx *r = rx_of(env, info);
   if (!r) return NULL;
@@ -502,6 +656,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sendGso", NULL, js_send_gso, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendMmsg", NULL, js_send_mmsg, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendTo", NULL, js_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvDispatch", NULL, js_recv_dispatch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvStart", NULL, js_recv_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvStop", NULL, js_recv_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvWantWritable", NULL, js_recv_want_writable, NULL, NULL, NULL, napi_enumerable, NULL},

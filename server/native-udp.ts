@@ -22,7 +22,8 @@ export interface Addon {
   sendGso(fd: number, sa: Buffer, ring: Buffer, off: number, len: number, seg: number): number;
   sendMmsg(fd: number, sa: Buffer, ring: Buffer, off: number, len: number, seg: number): number;
   sendTo(fd: number, buf: Buffer, off: number, len: number, address: string, port: number): number;
-  recvStart(fd: number, ring: Buffer, slot: number, meta: Int32Array, max: number, cb: (n: number) => void): object;
+  recvDispatch(fn: (k: number) => void, events: Int32Array): void;
+  recvStart(fd: number, ring: Buffer, slot: number, meta: Int32Array, max: number, id: number): object;
   recvStop(handle: object): void;
   recvWantWritable(handle: object): void;
 }
@@ -53,7 +54,7 @@ export function loadNativeUdp(): Promise<NativeUdp> {
   return loading;
 }
 
-const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvStart', 'recvStop', 'recvWantWritable'] as const;
+const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable'] as const;
 
 async function load(): Promise<NativeUdp> {
   if (process.platform !== 'linux') return { addon: null, detail: `${process.platform}: GSO, sendmmsg and recvmmsg are Linux only` };
@@ -75,7 +76,36 @@ async function load(): Promise<NativeUdp> {
   const addon = mod.exports;
   const missing = REQUIRED.filter((k) => typeof addon[k] !== 'function');
   if (missing.length > 0) return { addon: null, detail: `${file} lacks ${missing.join(', ')}` };
+  (addon as Addon).recvDispatch(dispatch, events);
   return { addon: addon as Addon, detail: `${path.basename(file)}, ${how}` };
+}
+
+/** Receivers by the id the addon reports them under. */
+const receivers = new Map<number, UdpReceiver>();
+let nextId = 1;
+/** Filled by the addon before each dispatch: per receiver, its id, datagrams in its ring, and 1 if it became writable. */
+const EVENT_WORDS = 3;
+const events = new Int32Array(EVENT_WORDS * 1024);
+
+/**
+ * The addon's one call per loop iteration (see native/udp_batch.c, recvDispatch). A listener that throws does not
+ * keep the others from their datagrams: the first exception is thrown once all have been served, and reaches
+ * `uncaughtException` like one thrown by a dgram listener.
+ */
+function dispatch(k: number): void {
+  let error: unknown = null;
+  for (let i = 0; i < k; i++) {
+    const r = receivers.get(events[i * EVENT_WORDS]!);
+    if (!r) continue;
+    const n = events[i * EVENT_WORDS + 1]!;
+    try {
+      if (events[i * EVENT_WORDS + 2] === 1) r.opts.onWritable?.();
+      if (n > 0 && r.active) r.opts.onPackets(n);
+    } catch (e) {
+      error ??= e;
+    }
+  }
+  if (error !== null) throw error;
 }
 
 /** Walks up from this module (server/ in the source tree, dist/server/ once built) to native/. */
@@ -117,16 +147,19 @@ export class UdpReceiver {
   readonly meta: Int32Array;
   readonly slot: number;
   readonly fd: number;
+  readonly opts: ReceiverOptions;
   private readonly addon: Addon;
-  private handle: object | null;
+  private readonly id: number;
+  private handle: object | null = null;
 
-  private constructor(addon: Addon, fd: number, ring: Buffer, meta: Int32Array, slot: number, handle: object) {
+  private constructor(addon: Addon, fd: number, ring: Buffer, meta: Int32Array, opts: ReceiverOptions, id: number) {
     this.addon = addon;
     this.fd = fd;
     this.ring = ring;
     this.meta = meta;
-    this.slot = slot;
-    this.handle = handle;
+    this.slot = opts.slot;
+    this.opts = opts;
+    this.id = id;
   }
 
   /** Takes the socket's receiving over, or returns null and leaves dgram receiving (no fd, already polled). */
@@ -138,21 +171,21 @@ export class UdpReceiver {
     const ring = Buffer.allocUnsafeSlow(max * o.slot);
     const meta = new Int32Array(max * META_WORDS);
     h.recvStop();
-    let r: UdpReceiver | null = null;
-    const cb = (n: number): void => {
-      if (n >= 0) o.onPackets(n);
-      else o.onWritable?.();
-    };
+    // Ids are never reused while the process lives (2^31 of them): a dispatch never reaches a newer receiver
+    // with what an older one, stopped during the same dispatch, had read.
+    const id = nextId;
+    nextId = nextId >= 0x7fffffff ? 1 : nextId + 1;
+    const r = new UdpReceiver(addon, fd, ring, meta, o, id);
     try {
-      r = new UdpReceiver(addon, fd, ring, meta, o.slot, addon.recvStart(fd, ring, o.slot, meta, max, cb));
+      r.handle = addon.recvStart(fd, ring, o.slot, meta, max, id);
     } catch {
       h.recvStart?.();
       return null;
     }
+    receivers.set(id, r);
     const close = socket.close;
-    const rx = r;
     socket.close = function (this: Socket, ...args: unknown[]) {
-      rx.stop();
+      r.stop();
       return (close as (...a: unknown[]) => Socket).apply(this, args);
     } as Socket['close'];
     return r;
@@ -166,6 +199,7 @@ export class UdpReceiver {
     if (!this.handle) return;
     this.addon.recvStop(this.handle);
     this.handle = null;
+    receivers.delete(this.id);
   }
 
   /** Asks for onWritable once the socket's send buffer has room. */

@@ -184,3 +184,43 @@ test('an exception thrown by the callback reaches uncaughtException, like one th
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
   assert.match(out, /caught: boom in callback/);
 });
+
+test('sockets ready together are served in one call into JavaScript; one stopped meanwhile gets nothing more', { skip }, async () => {
+  const a = await addon();
+  const tx = await bound('udp4', '127.0.0.1');
+  const sockets = await Promise.all([0, 1, 2, 3].map(() => bound('udp4', '127.0.0.1')));
+  const seen: string[] = [];
+  const receivers: Array<UdpReceiver | null> = [];
+  let stopped = -1;
+  sockets.forEach((s, k) => {
+    receivers.push(
+      UdpReceiver.start(a, s, {
+        slot: 64,
+        max: 4,
+        onPackets: () => {
+          if (seen.length === 0) {
+            // Microtasks run when the call into JavaScript returns: with one call per socket, this would come
+            // right after the first receiver's turn instead of after all of them.
+            queueMicrotask(() => seen.push('microtask'));
+            stopped = (k + 1) % sockets.length;
+            receivers[stopped]!.stop();
+          }
+          seen.push(`rx${k}`);
+        },
+      }),
+    );
+  });
+  try {
+    assert.ok(receivers.every((r) => r !== null));
+    for (const s of sockets) tx.send('x', s.address().port, '127.0.0.1');
+    const end = Date.now() + 5000;
+    while (!seen.includes('microtask') && Date.now() < end) await new Promise((res) => setTimeout(res, 5));
+    await new Promise((res) => setTimeout(res, 50));
+    assert.equal(seen.length, 4, seen.join(' '));
+    assert.equal(seen[3], 'microtask', `all three before the microtask: ${seen.join(' ')}`);
+    assert.ok(!seen.includes(`rx${stopped}`), `rx${stopped} was stopped before its turn: ${seen.join(' ')}`);
+  } finally {
+    for (const s of sockets) s.close();
+    tx.close();
+  }
+});

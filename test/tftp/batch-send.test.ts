@@ -142,6 +142,7 @@ function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
       return len;
     },
     sendTo: () => -22,
+    recvDispatch: () => {},
     recvStart: () => ({}),
     recvStop: () => {},
     recvWantWritable: () => {},
