@@ -82,6 +82,11 @@ export class PeerSender {
     return m[at + 2] === 6 && m[at + 4] === p[3] && m[at + 5] === p[4] && m[at + 6] === p[5];
   }
 
+  /** A run of datagrams goes out as one GSO buffer (until a route refuses it), not datagram by datagram. */
+  get cutsWindows(): boolean {
+    return this.gso;
+  }
+
   /** One datagram to the peer, natively (after `receive`): bytes sent, or -errno. */
   sendOne(buf: Buffer): number {
     const fd = this.state.handle?.fd;

@@ -79,6 +79,8 @@ export class Transfer {
   /** Highest full block number ever sent. */
   private sentMax = 0;
   private next = 1;
+  /** First block of the window being sent. */
+  private windowFrom = 0;
   private windowEnd = 0;
   private windowSentAt = 0;
   private windowResent = false;
@@ -334,6 +336,7 @@ export class Transfer {
 
   private sendWindow(from: number, resend: boolean): void {
     this.next = from;
+    this.windowFrom = from;
     this.windowEnd = Math.min(from + this.ws - 1, this.lastBlock);
     this.windowResent = resend || from <= this.sentMax;
     const bs = this.blksize;
@@ -373,6 +376,14 @@ export class Transfer {
       if (batch) {
         if (runBytes === 0) runFrom = b;
         runBytes += pkt.length;
+        // The first block of a window goes out on its own when the rest will be one GSO buffer: the client is woken
+        // by it while the kernel still copies and cuts the rest (nothing of a GSO buffer is queued before all of it
+        // is cut). Measured on loopback at windowsize 16: 7-15% faster, for one more syscall per window.
+        if (b === this.windowFrom && b < windowEnd && this.batch!.cutsWindows) {
+          runBytes = 0;
+          // A full send buffer: the rest waits for room (onWritable), from this.next.
+          if (!this.sendRun(b, pkt.length)) break;
+        }
       } else {
         this.send(pkt);
       }
@@ -387,9 +398,10 @@ export class Transfer {
 
   /**
    * Sends blocks from..(from + bytes/seg) in one go. Only the last block of the file is short, and it is always the
-   * last of a run, which is the shape GSO wants: equal segments, the last one possibly shorter.
+   * last of a run, which is the shape GSO wants: equal segments, the last one possibly shorter. False when the send
+   * buffer took only part of them (native receive: the rest waits for onWritable, from this.next).
    */
-  private sendRun(from: number, bytes: number): void {
+  private sendRun(from: number, bytes: number): boolean {
     const seg = this.blksize + 4;
     const slots = this.slots;
     const n = slots.length;
@@ -401,8 +413,9 @@ export class Transfer {
       if (at < bytes) {
         this.next = from + Math.floor(at / seg);
         this.batch!.rx!.wantWritable();
+        return false;
       }
-      return;
+      return true;
     }
     // What the batch did not send (a full socket buffer) goes through dgram, which queues it in order.
     for (let b = from + Math.floor(at / seg); at < bytes; b++) {
@@ -411,6 +424,7 @@ export class Transfer {
       this.send(len < seg ? pkt.subarray(0, len) : pkt);
       at += len;
     }
+    return true;
   }
 
   private onDiskReady(err: Error | null): void {

@@ -86,15 +86,22 @@ test('native receive: ACKs through the addon, and a window the send buffer cut s
   const b = await loadBatchSend();
   const forPeer = b.forPeer;
   let cut = 0;
+  let firstRefused = 0;
   let native = 0;
-  // Every third window, only its first half fits (as with EAGAIN from a full send buffer): the rest must follow
-  // once the socket reports room, with no block sent twice and none skipped.
+  // Every third window, only its first half fits (as with EAGAIN from a full send buffer), and every fourth window's
+  // first block (sent on its own, ahead of the rest) does not fit at all: the rest must follow once the socket
+  // reports room, with no block sent twice and none skipped.
   b.forPeer = (...args) => {
     const p = forPeer(...args);
     if (!p) return p;
     const send = p.send.bind(p);
     let calls = 0;
+    let singles = 0;
     p.send = (ring, off, len, seg) => {
+      if (len === seg && ++singles % 4 === 0) {
+        firstRefused++;
+        return 0;
+      }
       if (++calls % 3 === 0 && len >= 2 * seg) {
         cut++;
         return send(ring, off, Math.floor(len / seg / 2) * seg, seg);
@@ -120,6 +127,7 @@ test('native receive: ACKs through the addon, and a window the send buffer cut s
     });
     assert.equal(native, 1, 'the transfer received through the addon');
     assert.ok(cut > 10, `${cut} windows cut short`);
+    assert.ok(firstRefused > 10, `${firstRefused} first blocks refused`);
   } finally {
     b.forPeer = forPeer;
   }
