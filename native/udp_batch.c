@@ -135,6 +135,43 @@ static int ring_iov(const struct args *a, size_t pos, size_t n, struct iovec *io
   return 2;
 }
 
+/* The GSO send itself: `len` bytes of the ring from `off`, cut into datagrams of `seg`; bytes sent, or -errno when
+ * none could be. A short count means the rest failed (EAGAIN: the socket's send buffer is full). */
+static ssize_t send_gso(const struct args *a) {
+  size_t per = GSO_MAX_BYTES / a->seg;
+  if (per > GSO_MAX_SEGS) per = GSO_MAX_SEGS;
+  if (per == 0) return -EMSGSIZE;
+  size_t chunk = per * a->seg, done = 0;
+  char control[CMSG_SPACE(sizeof(uint16_t))];
+  while (done < a->len) {
+    size_t n = a->len - done < chunk ? a->len - done : chunk;
+    struct iovec iov[2];
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_name = a->sa;
+    mh.msg_namelen = a->salen;
+    mh.msg_iov = iov;
+    mh.msg_iovlen = ring_iov(a, (a->off + done) % a->buflen, n, iov);
+    if (n > a->seg) {
+      memset(control, 0, sizeof control);
+      mh.msg_control = control;
+      mh.msg_controllen = sizeof control;
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+      cm->cmsg_level = SOL_UDP;
+      cm->cmsg_type = UDP_SEGMENT;
+      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso = (uint16_t)a->seg;
+      memcpy(CMSG_DATA(cm), &gso, sizeof gso);
+    }
+    ssize_t r;
+    do r = sendmsg(a->fd, &mh, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return done ? (ssize_t)done : -(ssize_t)errno;
+    done += n;
+  }
+  return (ssize_t)done;
+}
+
 /* sendGso(fd, sockaddr, buf, off, len, seg): bytes sent; when none could be, -errno. A short count means the rest
  * failed (EAGAIN: the socket's send buffer is full). */
 static napi_value js_send_gso(napi_env env, napi_callback_info info) {
@@ -143,38 +180,7 @@ static napi_value js_send_gso(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "sendGso(fd, sockaddr, buf, off, len, seg)");
     return NULL;
   }
-  size_t per = GSO_MAX_BYTES / a.seg;
-  if (per > GSO_MAX_SEGS) per = GSO_MAX_SEGS;
-  if (per == 0) return num(env, -EMSGSIZE);
-  size_t chunk = per * a.seg, done = 0;
-  char control[CMSG_SPACE(sizeof(uint16_t))];
-  while (done < a.len) {
-    size_t n = a.len - done < chunk ? a.len - done : chunk;
-    struct iovec iov[2];
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_name = a.sa;
-    mh.msg_namelen = a.salen;
-    mh.msg_iov = iov;
-    mh.msg_iovlen = ring_iov(&a, (a.off + done) % a.buflen, n, iov);
-    if (n > a.seg) {
-      memset(control, 0, sizeof control);
-      mh.msg_control = control;
-      mh.msg_controllen = sizeof control;
-      struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-      cm->cmsg_level = SOL_UDP;
-      cm->cmsg_type = UDP_SEGMENT;
-      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t gso = (uint16_t)a.seg;
-      memcpy(CMSG_DATA(cm), &gso, sizeof gso);
-    }
-    ssize_t r;
-    do r = sendmsg(a.fd, &mh, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) return num(env, done ? (double)done : -(double)errno);
-    done += n;
-  }
-  return num(env, (double)done);
+  return num(env, (double)send_gso(&a));
 }
 
 /* sendMmsg(fd, sockaddr, buf, off, len, seg): as sendGso, one sendmmsg per 64 datagrams. */
@@ -242,6 +248,13 @@ struct rx {
   /* 1 while recvStop has not been called; refs: the JS handle's finalizer, the poll's close callback, and the
    * dispatcher's queue while it holds the receiver. */
   int active, refs;
+  /* TFTP autopilot (recvAutopilot): its words, the transfer's ring of DATA packets, and the peer. */
+  double *ap;
+  napi_ref ap_ref, pool_ref;
+  char *pool;
+  size_t pool_len;
+  struct sockaddr_storage peer;
+  socklen_t peerlen;
 };
 
 /*
@@ -278,6 +291,8 @@ static void rx_closed(uv_handle_t *h) {
   struct rx *r = (struct rx *)h->data;
   napi_delete_reference(r->env, r->ring_ref);
   napi_delete_reference(r->env, r->meta_ref);
+  if (r->ap_ref) napi_delete_reference(r->env, r->ap_ref);
+  if (r->pool_ref) napi_delete_reference(r->env, r->pool_ref);
   rx_unref(r);
 }
 
@@ -314,9 +329,153 @@ static int rx_enqueue(struct rx *r) {
   return 1;
 }
 
-/* One recvmmsg into the receiver's ring: datagrams read (0 when none, or on an error, which it consumes: an ICMP
- * error queued on the socket; the next wakeup tries again, as libuv does). */
-static int rx_read(struct rx *r) {
+/*
+ * TFTP autopilot. In a transfer that runs clean, nearly every datagram is the ACK that closes the window just sent,
+ * and the answer is the next window, whose DATA packets the transfer can have ready in its ring beforehand. Answering
+ * that ACK here, in the poll callback, saves the trip into JavaScript (Node's loop iteration, the callback scope,
+ * the transfer's code and the call back into this addon for the send): at lock-step that trip is most of the
+ * server's user-space time per block. The transfer (server/tftp/transfer.ts) shares its state in a Float64Array,
+ * arms the autopilot only when the state is plain (data phase, nothing resent, no timeout since the last progress,
+ * the whole window sent) and keeps DATA packets ready past the window. Anything else, and any ACK the autopilot
+ * cannot answer with packets already in the ring, goes to JavaScript as before, in order; so does the ACK of the
+ * file's last block.
+ *
+ * What the autopilot does for such an ACK is what Transfer.onAck does: the window is acknowledged, the round trip
+ * sampled (RFC 6298, as Transfer.sample), the next window sent (its first datagram on its own, then the rest as one
+ * GSO buffer, as Transfer.pump), and the retransmit deadline armed (as Transfer.arm). AP_HANDLED tells the transfer
+ * to read the state back before it does anything else.
+ */
+enum {
+  AP_ON,          /* 1: answer ACKs here (the transfer sets it, the autopilot clears it when a send falls short) */
+  AP_EXPECT16,    /* 16-bit block number whose ACK closes the window */
+  AP_WIN_FROM,    /* window being sent: first and last block (full numbers) */
+  AP_WIN_END,
+  AP_NEXT,        /* next block to send (past AP_WIN_END once the window is out) */
+  AP_SENT_MAX,    /* highest block sent */
+  AP_ACKED,       /* highest block acknowledged */
+  AP_READY_FROM,  /* DATA packets ready in the ring: blocks AP_READY_FROM … + AP_READY - 1, headers written */
+  AP_READY,
+  AP_WS,          /* window size */
+  AP_LAST_BLOCK,  /* the file's last block, and its payload length */
+  AP_LAST_LEN,
+  AP_SEG,         /* slot bytes (blksize + 4) and slots in the ring: block b sits at (b % slots) * seg */
+  AP_SLOTS,
+  AP_WIN_SENT_AT, /* times in the transfer's clock (performance.now()): AP_CLOCK is its offset to uv_hrtime in ms */
+  AP_PROGRESS_AT,
+  AP_SRTT,
+  AP_RTTVAR,
+  AP_RTO,
+  AP_MIN_RTO,
+  AP_MAX_RTO,
+  AP_GIVE_UP,
+  AP_DEADLINE,
+  AP_HANDLED,     /* ACKs answered here since the transfer last read the state back */
+  AP_CLOCK,
+  AP_WORDS
+};
+
+static int same_peer(const struct rx *r, const struct sockaddr_storage *f) {
+  if (f->ss_family != r->peer.ss_family) return 0;
+  if (f->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)f, *b = (const struct sockaddr_in *)&r->peer;
+    return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+  }
+  if (f->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)f, *b = (const struct sockaddr_in6 *)&r->peer;
+    return a->sin6_port == b->sin6_port && a->sin6_scope_id == b->sin6_scope_id &&
+           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0;
+  }
+  return 0;
+}
+
+static void rx_on_poll(uv_poll_t *h, int status, int events);
+
+static void rx_want_writable(struct rx *r) {
+  if (r->active && !(r->events & UV_WRITABLE)) {
+    r->events |= UV_WRITABLE;
+    uv_poll_start(&r->poll, r->events, rx_on_poll);
+  }
+}
+
+/* Answers datagram `i` of the batch if it is the ACK that closes the window and the next window is ready: 1, else 0
+ * (the datagram is JavaScript's). */
+static int ap_answer(struct rx *r, int i, const struct sockaddr_storage *from) {
+  double *ap = r->ap;
+  const unsigned char *p = (const unsigned char *)r->ring + (size_t)i * r->slot;
+  if (ap[AP_ON] != 1 || r->meta[i * META_WORDS] != 4 || p[0] != 0 || p[1] != 4) return 0;
+  if ((double)((p[2] << 8) | p[3]) != ap[AP_EXPECT16] || !same_peer(r, from)) return 0;
+  double end = ap[AP_WIN_END], last = ap[AP_LAST_BLOCK];
+  double first = end + 1, to = end + ap[AP_WS];
+  if (to > last) to = last;
+  if (end >= last || ap[AP_NEXT] != first || ap[AP_READY_FROM] != first || ap[AP_READY] < to - first + 1) return 0;
+  size_t seg = (size_t)ap[AP_SEG], slots = (size_t)ap[AP_SLOTS];
+  if (seg == 0 || slots == 0 || slots * seg > r->pool_len) return 0;
+
+  double now = (double)uv_hrtime() / 1e6 + ap[AP_CLOCK];
+  /* Transfer.onAck for the block that closes a window sent once: progress, and a round-trip sample. */
+  ap[AP_ACKED] = end;
+  ap[AP_PROGRESS_AT] = now;
+  double rtt = now - ap[AP_WIN_SENT_AT];
+  if (rtt >= 0) {
+    if (ap[AP_SRTT] < 0) {
+      ap[AP_SRTT] = rtt;
+      ap[AP_RTTVAR] = rtt / 2;
+    } else {
+      double d = ap[AP_SRTT] - rtt;
+      ap[AP_RTTVAR] = 0.75 * ap[AP_RTTVAR] + 0.25 * (d < 0 ? -d : d);
+      ap[AP_SRTT] = 0.875 * ap[AP_SRTT] + 0.125 * rtt;
+    }
+    double rto = ap[AP_SRTT] + 4 * ap[AP_RTTVAR];
+    if (rto < ap[AP_MIN_RTO]) rto = ap[AP_MIN_RTO];
+    if (rto > ap[AP_MAX_RTO]) rto = ap[AP_MAX_RTO];
+    ap[AP_RTO] = rto;
+  }
+  /* Transfer.pump: the window from the ring, its first datagram alone. */
+  size_t nb = (size_t)(to - first) + 1;
+  size_t bytes = (nb - 1) * seg + (to == last ? (size_t)ap[AP_LAST_LEN] + 4 : seg);
+  struct args a;
+  a.fd = r->fd;
+  a.sa = (struct sockaddr *)&r->peer;
+  a.salen = r->peerlen;
+  a.buf = r->pool;
+  a.buflen = slots * seg;
+  a.off = (size_t)((uint64_t)first % slots) * seg;
+  a.seg = seg;
+  a.len = nb > 1 ? seg : bytes;
+  ssize_t sent = send_gso(&a);
+  if (sent == (ssize_t)a.len && nb > 1) {
+    a.off = (a.off + seg) % a.buflen;
+    a.len = bytes - seg;
+    ssize_t more = send_gso(&a);
+    sent = more > 0 ? sent + more : sent;
+  }
+  if (sent < 0) sent = 0;
+  ap[AP_WIN_FROM] = first;
+  ap[AP_WIN_END] = to;
+  ap[AP_SENT_MAX] = to;
+  ap[AP_EXPECT16] = (double)((uint64_t)to & 0xffff);
+  ap[AP_READY_FROM] = to + 1;
+  ap[AP_READY] -= (double)nb;
+  ap[AP_WIN_SENT_AT] = now;
+  double deadline = now + ap[AP_RTO], cap = ap[AP_PROGRESS_AT] + ap[AP_GIVE_UP];
+  ap[AP_DEADLINE] = deadline < cap ? deadline : cap;
+  ap[AP_HANDLED] += 1;
+  if ((size_t)sent < bytes) {
+    /* A full send buffer (or a route that refuses GSO): the rest goes out from JavaScript once there is room, as
+     * after Transfer.sendRun came up short. */
+    ap[AP_NEXT] = first + (double)((size_t)sent / seg);
+    ap[AP_ON] = 0;
+    rx_want_writable(r);
+  } else {
+    ap[AP_NEXT] = to + 1;
+  }
+  return 1;
+}
+
+/* One recvmmsg into the receiver's ring: datagrams left there for JavaScript (0 when none, or on an error, which it
+ * consumes: an ICMP error queued on the socket; the next wakeup tries again, as libuv does). `*raw`: datagrams read,
+ * the autopilot's included. */
+static int rx_read(struct rx *r, int *raw) {
   struct mmsghdr msgs[RECV_MAX];
   struct iovec iov[RECV_MAX];
   struct sockaddr_storage from[RECV_MAX];
@@ -334,6 +493,7 @@ static int rx_read(struct rx *r) {
   int n;
   do n = recvmmsg(r->fd, msgs, max, MSG_DONTWAIT, NULL);
   while (n < 0 && errno == EINTR);
+  *raw = n > 0 ? n : 0;
   if (n <= 0) return 0;
   for (int i = 0; i < n; i++) {
     int32_t *m = r->meta + i * META_WORDS;
@@ -356,7 +516,18 @@ static int rx_read(struct rx *r) {
       m[7] = (int32_t)a->sin6_scope_id;
     }
   }
-  return n;
+  if (!r->ap) return n;
+  /* The autopilot answers from the front of the batch; from the first datagram it cannot answer on, the rest is
+   * JavaScript's, moved to the front of the ring in order. */
+  int k = 0;
+  while (k < n && ap_answer(r, k, &from[k])) k++;
+  if (k == 0 || k == n) return n - k;
+  for (int i = k; i < n; i++) {
+    memcpy(r->meta + (i - k) * META_WORDS, r->meta + i * META_WORDS, META_WORDS * sizeof *r->meta);
+    int32_t len = r->meta[(i - k) * META_WORDS];
+    memmove(r->ring + (size_t)(i - k) * r->slot, r->ring + (size_t)i * r->slot, len < 0 ? r->slot : (size_t)len);
+  }
+  return n - k;
 }
 
 static void rx_on_poll(uv_poll_t *h, int status, int events) {
@@ -371,7 +542,12 @@ static void rx_on_poll(uv_poll_t *h, int status, int events) {
   }
   /* A ring JavaScript has not seen yet is left alone: the socket stays readable and polls again. */
   if ((events & UV_READABLE) && r->nread == 0) {
-    r->nread = rx_read(r);
+    int raw = 0;
+    /* Full batches the autopilot answered whole: read on, as the dispatcher does for JavaScript's. */
+    for (int round = 0; round < RECV_ROUNDS && r->active && r->nread == 0; round++) {
+      r->nread = rx_read(r, &raw);
+      if (raw < (int)r->max) break;
+    }
     if (r->nread > 0) rx_enqueue(r);
   }
 }
@@ -421,7 +597,8 @@ static void disp_run(uv_check_t *h) {
       r->writable = 0;
       /* A full batch: more may be waiting. Read it now rather than after a trip through epoll. */
       if (r->active && full && round + 1 < RECV_ROUNDS) {
-        r->nread = rx_read(r);
+        int raw = 0;
+        r->nread = rx_read(r, &raw);
         if (r->nread > 0) rx_enqueue(r);
       }
       rx_unref(r);
@@ -590,13 +767,45 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
 static napi_value js_recv_want_writable(napi_env env, napi_callback_info info) {
   struct rx *r = rx_of(env, info);
   if (!r) return NULL;
-  if (r->active && !(r->events & UV_WRITABLE)) {
-    r->events |= UV_WRITABLE;
-    uv_poll_start(&r->poll, r->events, rx_on_poll);
-  }
+  rx_want_writable(r);
   napi_value u;
   napi_get_undefined(env, &u);
   return u;
+}
+
+/* recvAutopilot(handle, ap: Float64Array >= AP_WORDS, pool: Buffer, sockaddr: Buffer): the receiver answers the ACKs
+ * that close a window from `pool` (see the autopilot above), to the peer `sockaddr` (as sockaddr() built it), which
+ * is also the only source it answers. Called again, it replaces them. */
+static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data = NULL, *ap;
+  napi_typedarray_type tt;
+  size_t aplen, pool_len, salen;
+  char *pool, *sa;
+  if (argc < 4 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data ||
+      napi_get_typedarray_info(env, argv[1], &tt, &aplen, &ap, NULL, NULL) != napi_ok || tt != napi_float64_array || aplen < AP_WORDS ||
+      napi_get_buffer_info(env, argv[2], (void **)&pool, &pool_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[3], (void **)&sa, &salen) != napi_ok || salen < sizeof(struct sockaddr_in) ||
+      salen > sizeof(struct sockaddr_storage)) {
+    napi_throw_type_error(env, NULL, "recvAutopilot(handle, ap: Float64Array, pool: Buffer, sockaddr: Buffer)");
+    return NULL;
+  }
+  struct rx *r = (struct rx *)data;
+  if (r->ap_ref) napi_delete_reference(env, r->ap_ref);
+  if (r->pool_ref) napi_delete_reference(env, r->pool_ref);
+  napi_create_reference(env, argv[1], 1, &r->ap_ref);
+  napi_create_reference(env, argv[2], 1, &r->pool_ref);
+  r->ap = (double *)ap;
+  r->pool = pool;
+  r->pool_len = pool_len;
+  memset(&r->peer, 0, sizeof r->peer);
+  memcpy(&r->peer, sa, salen);
+  r->peerlen = (socklen_t)salen;
+  napi_value words;
+  napi_create_uint32(env, AP_WORDS, &words);
+  return words;
 }
 
 /* sendTo(fd, buf, off, len, address: string, port): one datagram to a numeric IPv4 or IPv6 address;
@@ -660,6 +869,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvStart", NULL, js_recv_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvStop", NULL, js_recv_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvWantWritable", NULL, js_recv_want_writable, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvAutopilot", NULL, js_recv_autopilot, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

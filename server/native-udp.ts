@@ -26,6 +26,7 @@ export interface Addon {
   recvStart(fd: number, ring: Buffer, slot: number, meta: Int32Array, max: number, id: number): object;
   recvStop(handle: object): void;
   recvWantWritable(handle: object): void;
+  recvAutopilot(handle: object, ap: Float64Array, pool: Buffer, sockaddr: Buffer): number;
 }
 
 export interface NativeUdp {
@@ -46,6 +47,42 @@ export interface UdpHandle {
 export const META_WORDS = 8;
 export const EAGAIN = -11;
 
+/**
+ * Words of a TFTP transfer's autopilot state (native/udp_batch.c, enum AP_*; same order): the addon answers the ACK
+ * that closes a window with the next window when its packets are ready in the ring. See Transfer.syncOut.
+ */
+export const AP = {
+  ON: 0,
+  EXPECT16: 1,
+  WIN_FROM: 2,
+  WIN_END: 3,
+  NEXT: 4,
+  SENT_MAX: 5,
+  ACKED: 6,
+  READY_FROM: 7,
+  READY: 8,
+  WS: 9,
+  LAST_BLOCK: 10,
+  LAST_LEN: 11,
+  SEG: 12,
+  SLOTS: 13,
+  WIN_SENT_AT: 14,
+  PROGRESS_AT: 15,
+  SRTT: 16,
+  RTTVAR: 17,
+  RTO: 18,
+  MIN_RTO: 19,
+  MAX_RTO: 20,
+  GIVE_UP: 21,
+  DEADLINE: 22,
+  HANDLED: 23,
+  CLOCK: 24,
+  WORDS: 25,
+} as const;
+
+/** performance.now() minus uv_hrtime() in ms: the autopilot keeps its times in the transfer's clock. */
+export const AP_CLOCK = performance.now() - Number(process.hrtime.bigint()) / 1e6;
+
 let loading: Promise<NativeUdp> | null = null;
 
 /** The process's addon, loaded once (building it first if needed, which takes about a second). */
@@ -54,7 +91,7 @@ export function loadNativeUdp(): Promise<NativeUdp> {
   return loading;
 }
 
-const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable'] as const;
+const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot'] as const;
 
 async function load(): Promise<NativeUdp> {
   if (process.platform !== 'linux') return { addon: null, detail: `${process.platform}: GSO, sendmmsg and recvmmsg are Linux only` };
@@ -200,6 +237,15 @@ export class UdpReceiver {
     this.addon.recvStop(this.handle);
     this.handle = null;
     receivers.delete(this.id);
+  }
+
+  /**
+   * Lets the addon answer window-closing ACKs from `pool` to the peer `sockaddr` (see AP). False when stopped, or
+   * when the addon's state has another size than this module's (a stale build).
+   */
+  autopilot(ap: Float64Array, pool: Buffer, sockaddr: Buffer): boolean {
+    if (!this.handle) return false;
+    return this.addon.recvAutopilot(this.handle, ap, pool, sockaddr) === AP.WORDS;
   }
 
   /** Asks for onWritable once the socket's send buffer has room. */

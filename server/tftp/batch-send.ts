@@ -82,6 +82,11 @@ export class PeerSender {
     return m[at + 2] === 6 && m[at + 4] === p[3] && m[at + 5] === p[4] && m[at + 6] === p[5];
   }
 
+  /** Hands the receiver the transfer's autopilot state and ring (see native-udp.ts AP): false if it cannot take it. */
+  autopilot(ap: Float64Array, pool: Buffer): boolean {
+    return this.rx?.autopilot(ap, pool, this.sa) ?? false;
+  }
+
   /** A run of datagrams goes out as one GSO buffer (until a route refuses it), not datagram by datagram. */
   get cutsWindows(): boolean {
     return this.gso;

@@ -78,8 +78,11 @@ export interface TftpOptions {
 }
 
 export interface TftpStats {
-  /** Datagrams received on the main port and on transfer ports since start. */
-  received: { main: number; transfer: number };
+  /**
+   * Datagrams received on the main port and on transfer ports since start; of the latter, the ACKs the native addon
+   * answered with the next window itself (the autopilot, see server/tftp/transfer.ts syncOut).
+   */
+  received: { main: number; transfer: number; answeredInAddon: number };
   /** File bytes acknowledged by clients, and DATA packets sent again, over all transfers so far. */
   bytes: number;
   retransmits: number;
@@ -159,7 +162,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
 
   const transfers = new Map<string, Transfer>();
   const rxMain = { packets: 0 };
-  const rxTransfer = { packets: 0 };
+  const rxTransfer = { packets: 0, autopilot: 0 };
   /** Requests between RRQ and the transfer socket being ready, by client key. */
   const pending = new Set<string>();
   const sockets = new Set<dgram.Socket>();
@@ -445,7 +448,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
     },
     stats() {
       return {
-        received: { main: rxMain.packets, transfer: rxTransfer.packets },
+        received: { main: rxMain.packets, transfer: rxTransfer.packets, answeredInAddon: rxTransfer.autopilot },
         bytes: totals.bytes,
         retransmits: totals.retransmits,
         activeTransfers: transfers.size,

@@ -11,10 +11,18 @@ import { performance } from 'node:perf_hooks';
 import { encodeError, ERR_UNDEFINED, ERR_UNKNOWN_TID, OP_ACK, OP_ERROR, writeDataHeader } from './codec.ts';
 import type { BlockReader } from './cache.ts';
 import type { PeerSender } from './batch-send.ts';
+import { AP, AP_CLOCK } from '../native-udp.ts';
 
 /** Native receive: slot bytes (the longest ERROR a client may send: 4 + 511 + NUL) and slots per recvmmsg. */
 const RX_SLOT = 516;
 const RX_MAX = 8;
+/**
+ * With the autopilot, the ring holds packets past the window too: twice the window, or this many bytes of slots if
+ * that is more (up to 128 slots: 187 KB at blksize 1456, so JavaScript refills it every 128 blocks in lock-step and
+ * every 8th window at windowsize 16).
+ */
+const AP_RING_BYTES = 192 * 1024;
+const AP_RING_SLOTS = 128;
 
 export type Outcome = 'ok' | 'probe' | 'timeout' | 'client_error' | 'read_error' | 'shutdown';
 
@@ -47,8 +55,8 @@ export interface TransferInit {
   onDone: (t: Transfer, outcome: Outcome, detail: string) => void;
   /** Packets that arrived and were not used, by reason (counted by the server). */
   onDrop: (reason: string) => void;
-  /** Shared datagram counter of all transfer sockets. */
-  received: { packets: number };
+  /** Shared datagram counters of all transfer sockets: all, and the ACKs the addon's autopilot answered. */
+  received: { packets: number; autopilot: number };
   /** Sends each window's DATA in one syscall (native addon), or null: one dgram send per block. */
   batch?: PeerSender | null;
 }
@@ -106,6 +114,8 @@ export class Transfer {
   /** Receiving through the addon: no dgram send may touch the socket (see native-udp.ts). */
   private readonly native: boolean;
   private readonly onReadyBound: (err: Error | null) => void;
+  /** State shared with the addon's autopilot (see AP in native-udp.ts), or null: every ACK comes to onAck. */
+  private readonly ap: Float64Array | null;
 
   constructor(init: TransferInit) {
     this.init = init;
@@ -129,6 +139,20 @@ export class Transfer {
     // may send (an ERROR message is at most 512 bytes); anything longer is reported truncated and dropped.
     this.native = this.batch?.receive(RX_SLOT, RX_MAX, (n) => this.onNative(n), () => this.onWritable()) ?? false;
     if (!this.native) this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
+    // The autopilot answers 4-byte ACKs with GSO windows: not for the Microsoft window (5-byte ACKs, a window size
+    // that changes with each) nor where windows go out through sendmmsg or dgram.
+    this.ap = this.native && this.batch!.cutsWindows && !init.msftwindow ? new Float64Array(AP.WORDS) : null;
+    if (this.ap) {
+      const ap = this.ap;
+      ap[AP.WS] = this.ws;
+      ap[AP.LAST_BLOCK] = this.lastBlock;
+      ap[AP.LAST_LEN] = this.size - (this.lastBlock - 1) * this.blksize;
+      ap[AP.SEG] = this.blksize + 4;
+      ap[AP.MIN_RTO] = this.timing.minRtoMs;
+      ap[AP.MAX_RTO] = this.maxRto;
+      ap[AP.GIVE_UP] = this.timing.giveUpMs;
+      ap[AP.CLOCK] = AP_CLOCK;
+    }
   }
 
   /** Sends the OACK (or the first window) and starts the clock. */
@@ -139,6 +163,7 @@ export class Transfer {
     } else {
       this.phase = 'data';
       this.sendWindow(1, false);
+      this.syncOut();
     }
   }
 
@@ -158,6 +183,7 @@ export class Transfer {
    * that every copy restarts: if that extra ACK is lost too, only a pause longer than their timer lets them speak.
    */
   tick(now: number): void {
+    if (this.ap !== null && this.ap[AP.HANDLED] !== 0) this.syncIn();
     if (this.phase === 'done' || now < this.deadline) return;
     if (now - this.lastProgressAt >= this.giveUpAfter()) {
       this.send(encodeError(ERR_UNDEFINED, 'transfer timed out'));
@@ -168,11 +194,13 @@ export class Transfer {
     this.rto = Math.min(this.rto * 2, this.maxBackoff);
     if (this.phase === 'oack') this.sendOack();
     else this.sendWindow(this.acked + 1, true);
+    this.syncOut();
   }
 
   /** Ends the transfer from outside (server shutdown). */
   abort(outcome: Outcome, detail: string, message?: string): void {
     if (this.phase === 'done') return;
+    this.syncIn();
     if (message) this.send(encodeError(ERR_UNDEFINED, message));
     this.finish(outcome, detail);
   }
@@ -191,6 +219,7 @@ export class Transfer {
   private onNative(n: number): void {
     const rx = this.batch!.rx!;
     const ring = rx.ring;
+    this.syncIn();
     this.init.received.packets += n;
     for (let i = 0; i < n && this.phase !== 'done'; i++) {
       const len = rx.length(i);
@@ -198,6 +227,7 @@ export class Transfer {
       else if (len < 0) this.init.onDrop('unexpected_packet');
       else this.onPacket(ring, i * RX_SLOT, len);
     }
+    this.syncOut();
   }
 
   /** RFC 1350: a packet from the wrong TID gets ERROR 5 and the transfer carries on. */
@@ -217,7 +247,9 @@ export class Transfer {
 
   /** The socket's send buffer has room again after a window did not fit: send the rest. */
   private onWritable(): void {
+    this.syncIn();
     if (this.phase === 'data' && !this.waitingForDisk) this.pump();
+    this.syncOut();
   }
 
   /** A datagram from the peer: `len` bytes at `off` in `msg`. */
@@ -430,23 +462,118 @@ export class Transfer {
   private onDiskReady(err: Error | null): void {
     this.waitingForDisk = false;
     if (this.phase === 'done') return;
+    this.syncIn();
     if (err) {
       this.send(encodeError(ERR_UNDEFINED, 'read error on server'));
       this.finish('read_error', err.message);
       return;
     }
     this.pump();
+    this.syncOut();
   }
 
   private growSlots(): void {
     // Slot for block b is b % slots.length: blocks of one window never share a slot, and a slot is
-    // only rewritten for a later window once the client has acknowledged the block it held.
-    const n = this.ws;
+    // only rewritten for a later window once the client has acknowledged the block it held. With the autopilot,
+    // the slots past the window hold the next windows' packets, ready before their ACK comes.
+    const seg = this.blksize + 4;
+    const n = this.ap ? Math.max(2 * this.ws, Math.min(AP_RING_SLOTS, Math.floor(AP_RING_BYTES / seg))) : this.ws;
     const slots: Buffer[] = [];
-    const pool = Buffer.allocUnsafeSlow(n * (this.blksize + 4));
-    for (let i = 0; i < n; i++) slots.push(pool.subarray(i * (this.blksize + 4), (i + 1) * (this.blksize + 4)));
+    const pool = Buffer.allocUnsafeSlow(n * seg);
+    for (let i = 0; i < n; i++) slots.push(pool.subarray(i * seg, (i + 1) * seg));
     this.slots = slots;
     this.pool = pool;
+    if (this.ap) {
+      this.ap[AP.SLOTS] = n;
+      this.ap[AP.READY] = 0;
+      if (!this.batch!.autopilot(this.ap, pool)) this.ap[AP.SLOTS] = 0;
+    }
+  }
+
+  /**
+   * Takes back what the addon's autopilot did since JavaScript last ran for this transfer: each ACK it answered
+   * closed a window sent once and opened the next, exactly as onAck and pump would have (see native/udp_batch.c).
+   * Called first on every entry (a batch of datagrams, writable, disk ready, the ticker, abort).
+   */
+  private syncIn(): void {
+    const ap = this.ap;
+    if (ap === null || ap[AP.HANDLED] === 0) return;
+    this.init.received.packets += ap[AP.HANDLED]!;
+    this.init.received.autopilot += ap[AP.HANDLED]!;
+    ap[AP.HANDLED] = 0;
+    this.acked = ap[AP.ACKED]!;
+    this.sentMax = ap[AP.SENT_MAX]!;
+    this.next = ap[AP.NEXT]!;
+    this.windowFrom = ap[AP.WIN_FROM]!;
+    this.windowEnd = ap[AP.WIN_END]!;
+    this.windowSentAt = ap[AP.WIN_SENT_AT]!;
+    this.lastSendAt = this.windowSentAt;
+    this.lastProgressAt = ap[AP.PROGRESS_AT]!;
+    this.srtt = ap[AP.SRTT]!;
+    this.rttvar = ap[AP.RTTVAR]!;
+    this.rto = ap[AP.RTO]!;
+    this.deadline = ap[AP.DEADLINE]!;
+    this.tries = 0;
+    this.windowResent = false;
+    this.staleAckExpected = false;
+    this.dupResent = false;
+    this.ackedBytes = Math.min(this.size, this.acked * this.blksize);
+  }
+
+  /**
+   * Hands the state to the autopilot and fills the slots past the window with the next packets (as far as the
+   * cache has them, and never over a block the client has not acknowledged), or turns it off when the state is not
+   * plain: not in the data phase, waiting for the disk, a window resent or a timeout since the last progress, a
+   * window not yet all sent, the last window out, or GSO refused on this route. Called last on every entry.
+   */
+  private syncOut(): void {
+    const ap = this.ap;
+    if (ap === null) return;
+    if (
+      this.phase !== 'data' ||
+      this.waitingForDisk ||
+      this.windowResent ||
+      this.tries !== 0 ||
+      this.next <= this.windowEnd ||
+      this.windowEnd >= this.lastBlock ||
+      ap[AP.SLOTS] === 0 ||
+      !this.batch!.cutsWindows
+    ) {
+      ap[AP.ON] = 0;
+      return;
+    }
+    const bs = this.blksize;
+    const slots = this.slots;
+    const n = slots.length;
+    const first = this.windowEnd + 1;
+    let ready = ap[AP.READY_FROM] === first ? ap[AP.READY]! : 0;
+    const limit = Math.min(this.lastBlock, this.acked + n);
+    if (first + ready <= limit) {
+      this.reader.want((this.windowFrom - 1) * bs, Math.min(this.size, limit * bs));
+      for (let b = first + ready; b <= limit; b++) {
+        const off = (b - 1) * bs;
+        const len = Math.min(bs, this.size - off);
+        const pkt = slots[b % n]!;
+        if (len > 0 && !this.reader.copy(off, len, pkt, 4)) break;
+        writeDataHeader(pkt, b);
+        ready++;
+      }
+    }
+    ap[AP.READY_FROM] = first;
+    ap[AP.READY] = ready;
+    ap[AP.EXPECT16] = this.windowEnd & 0xffff;
+    ap[AP.WIN_FROM] = this.windowFrom;
+    ap[AP.WIN_END] = this.windowEnd;
+    ap[AP.NEXT] = this.next;
+    ap[AP.SENT_MAX] = this.sentMax;
+    ap[AP.ACKED] = this.acked;
+    ap[AP.WIN_SENT_AT] = this.windowSentAt;
+    ap[AP.PROGRESS_AT] = this.lastProgressAt;
+    ap[AP.SRTT] = this.srtt;
+    ap[AP.RTTVAR] = this.rttvar;
+    ap[AP.RTO] = this.rto;
+    ap[AP.DEADLINE] = this.deadline;
+    ap[AP.ON] = 1;
   }
 
   private send(buf: Buffer): void {
@@ -466,6 +593,7 @@ export class Transfer {
   private finish(outcome: Outcome, detail: string): void {
     if (this.phase === 'done') return;
     this.phase = 'done';
+    if (this.ap) this.ap[AP.ON] = 0;
     this.deadline = Infinity;
     this.reader.close();
     this.slots = [];

@@ -108,6 +108,8 @@ test('native receive: ACKs through the addon, and a window the send buffer cut s
       }
       return send(ring, off, len, seg);
     };
+    // The windows must go out from JavaScript for the cuts above to apply: no autopilot (it sends from the addon).
+    p.autopilot = () => false;
     const receive = p.receive.bind(p);
     p.receive = (...r) => {
       const ok = receive(...r);
@@ -133,6 +135,57 @@ test('native receive: ACKs through the addon, and a window the send buffer cut s
   }
 });
 
+test('the addon answers the ACKs that close a clean window itself; the counts and the end stay JavaScript\'s', { skip: !haveCompiler && 'no C compiler' }, async () => {
+  const name = `f${3 * 1024 * 1024 + 17}.bin`;
+  const data = files[name]!;
+  const blocks = Math.floor(data.length / 1456) + 1;
+  const settle = async (s: TftpServer): Promise<void> => {
+    for (let i = 0; i < 200 && s.stats().activeTransfers > 0; i++) await new Promise((res) => setTimeout(res, 10));
+  };
+  await withServer({}, async (s, port) => {
+    for (const ws of [1, 16]) {
+      const before = s.stats().received;
+      const r = await tftpGet({ port, file: name, options: [['blksize', '1456'], ['windowsize', String(ws)]] });
+      assert.deepEqual(r.data, data, `ws${ws}`);
+      assert.equal(r.packets, blocks, `ws${ws}: one DATA per block`);
+      await settle(s);
+      const after = s.stats().received;
+      const acks = after.transfer - before.transfer;
+      const inAddon = after.answeredInAddon - before.answeredInAddon;
+      assert.equal(acks, r.acksSent, `ws${ws}: every ACK counted once, wherever it was answered`);
+      // ACK 0 (to the OACK) and each refill of the ring go through JavaScript, and so does the last ACK.
+      // At windowsize 16 the ring holds 7 windows past the one in flight: JavaScript refills it every 8th ACK or so.
+      assert.ok(inAddon >= 0.8 * acks, `ws${ws}: ${inAddon} of ${acks} ACKs answered in the addon`);
+      assert.ok(inAddon < acks, `ws${ws}: the last ACK, which ends the transfer, is JavaScript's`);
+    }
+    assert.equal(s.stats().transfers.ok, 2);
+    assert.equal(s.stats().retransmits, 0);
+    assert.equal(s.stats().bytes, 2 * data.length, 'acknowledged bytes of both transfers, those the addon saw included');
+  });
+  // Without the native path, nothing is answered there.
+  await withServer({ batchSend: false }, async (s, port) => {
+    const r = await tftpGet({ port, file: name, options: [['blksize', '1456'], ['windowsize', '16']] });
+    assert.deepEqual(r.data, data);
+    await settle(s);
+    assert.equal(s.stats().received.answeredInAddon, 0);
+  });
+});
+
+test('ACKs the addon answered still count as progress: a client that stops after them is timed out on time', { skip: !haveCompiler && 'no C compiler' }, async () => {
+  await withServer({ timeoutMs: 100, minTimeoutMs: 10, giveUpMs: 600 }, async (s, port) => {
+    const name = `f${3 * 1024 * 1024 + 17}.bin`;
+    // The client acknowledges 1,000 blocks in lock-step (most of them answered in the addon), then goes silent.
+    const r = await tftpGet({ port, file: name, options: [['blksize', '1456']], dropAck: (_n, block) => block > 1000, timeoutMs: 2000, retries: 0 }).catch((e: Error) => e);
+    assert.ok(r instanceof Error || r.data.length < files[name]!.length, 'the client did not get the file');
+    const t0 = Date.now();
+    while (s.stats().activeTransfers > 0 && Date.now() - t0 < 5000) await new Promise((res) => setTimeout(res, 10));
+    assert.equal(s.stats().activeTransfers, 0, 'given up');
+    assert.equal(s.stats().transfers.timeout, 1);
+    assert.ok(s.stats().received.answeredInAddon > 500, `${s.stats().received.answeredInAddon} answered in the addon`);
+    assert.equal(s.stats().bytes, 1000 * 1456, 'progress up to the last ACK');
+  });
+});
+
 interface FakeCall {
   how: 'gso' | 'mmsg';
   len: number;
@@ -154,6 +207,7 @@ function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
     recvStart: () => ({}),
     recvStop: () => {},
     recvWantWritable: () => {},
+    recvAutopilot: () => 0,
   };
 }
 

@@ -45,8 +45,9 @@ export interface GetResult {
   packets: number;
   /** DATA packets received between consecutive ACKs (entry i: after ACK i, which carried window i). */
   windows: number[];
-  /** ACKs lost on purpose (dropAck). */
+  /** ACKs lost on purpose (dropAck), and all ACKs that went out. */
   acksDropped: number;
+  acksSent: number;
   serverPort: number;
   error?: { code: number; message: string };
 }
@@ -88,7 +89,8 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
     });
   };
   const sendAck = (buf: Buffer, block: number): void => {
-    if (o.dropAck?.(acksSent++, block)) acksDropped++;
+    const n = acksSent++;
+    if (o.dropAck?.(n, block)) acksDropped++;
     else send(buf, serverPort);
   };
   send(rrq, o.port);
@@ -102,7 +104,7 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
       // dgram resolves the address on a later tick: close only once the last datagram has gone out.
       if (inflight === 0) sock.close();
       if (err) reject(err);
-      else resolve({ data: Buffer.concat(chunks), oack, packets, windows, acksDropped, serverPort, error });
+      else resolve({ data: Buffer.concat(chunks), oack, packets, windows, acksDropped, acksSent: acksSent - acksDropped, serverPort, error });
     };
     const arm = (): void => {
       clearTimeout(timer);
