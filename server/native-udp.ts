@@ -27,6 +27,7 @@ export interface Addon {
   recvStop(handle: object): void;
   recvWantWritable(handle: object): void;
   recvAutopilot(handle: object, ap: Float64Array, pool: Buffer, sockaddr: Buffer): number;
+  preadNowait(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
 }
 
 export interface NativeUdp {
@@ -91,7 +92,7 @@ export function loadNativeUdp(): Promise<NativeUdp> {
   return loading;
 }
 
-const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot'] as const;
+const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot', 'preadNowait'] as const;
 
 async function load(): Promise<NativeUdp> {
   if (process.platform !== 'linux') return { addon: null, detail: `${process.platform}: GSO, sendmmsg and recvmmsg are Linux only` };

@@ -25,6 +25,7 @@ import { negotiate, toNetascii } from './negotiate.ts';
 import { normalizeName, PathResolver } from './path.ts';
 import { Transfer, type Outcome } from './transfer.ts';
 import { dgramOnly, loadBatchSend, type SendPath } from './batch-send.ts';
+import { loadNativeUdp } from '../native-udp.ts';
 
 export interface TftpClient {
   address: string;
@@ -179,6 +180,10 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
   // Before the main socket is bound: a first start may build the addon (about a second), and requests arriving
   // meanwhile would find no 'message' listener.
   const batch = opts.batchSend === false ? dgramOnly('batchSend: false') : await loadBatchSend();
+  if (batch.path !== 'dgram') {
+    const { addon } = await loadNativeUdp();
+    if (addon) cache.readNow = addon.preadNowait;
+  }
   const main = newSocket();
   main.on('error', (err) => log.error({ err }, 'tftp socket error'));
   try {

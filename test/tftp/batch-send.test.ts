@@ -208,6 +208,7 @@ function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
     recvStop: () => {},
     recvWantWritable: () => {},
     recvAutopilot: () => 0,
+    preadNowait: () => -95,
   };
 }
 

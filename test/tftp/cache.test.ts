@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { BlockCache, type BlockReader } from '../../server/tftp/cache.ts';
@@ -86,4 +87,37 @@ test('a replaced file is never served from the old cache entry', async () => {
   const r2 = c.open(f, statSync(f));
   assert.equal((await readAll(r2, 100)).toString(), 'new contents!');
   r2.close();
+});
+
+test('with the addon, chunks in the page cache are read at once; EAGAIN and short reads finish on a thread', { skip: !['cc', 'gcc', 'clang'].some((c) => spawnSync(c, ['--version']).status === 0) && 'no C compiler' }, async () => {
+  const { loadNativeUdp } = await import('../../server/native-udp.ts');
+  const { addon } = await loadNativeUdp();
+  assert.ok(addon);
+  // The real call on a file just written (in the page cache): every chunk inline, and the bytes right.
+  const c = new BlockCache({ chunkSize: CHUNK, budgetBytes: CHUNK * 100 });
+  c.readNow = addon.preadNowait;
+  const r = c.open(file, statSync(file));
+  assert.deepEqual(await readAll(r, 1456), content);
+  r.close();
+  assert.equal(c.stats().diskReads, 41);
+  assert.equal(c.stats().inlineReads, 41, 'every chunk read on the loop, none through the thread pool');
+
+  // Not in memory (EAGAIN) every other chunk, and half a chunk at a time otherwise: the thread pool reads the rest.
+  const c2 = new BlockCache({ chunkSize: CHUNK, budgetBytes: CHUNK * 100 });
+  let calls = 0;
+  c2.readNow = (fd, buf, off, len, pos) => (++calls % 2 === 0 ? -11 : addon.preadNowait(fd, buf, off, Math.ceil(len / 2), pos));
+  const r2 = c2.open(file, statSync(file));
+  assert.deepEqual(await readAll(r2, 1456), content);
+  r2.close();
+  assert.ok(calls > 30);
+  assert.equal(c2.stats().inlineReads, 0, 'a short read is not counted as inline');
+  assert.notEqual(c2.readNow, null, 'EAGAIN keeps the inline path for the next chunk');
+
+  // A kernel that cannot (EOPNOTSUPP): the inline path is dropped for good, the file still arrives.
+  const c3 = new BlockCache({ chunkSize: CHUNK, budgetBytes: CHUNK * 100 });
+  c3.readNow = () => -95;
+  const r3 = c3.open(file, statSync(file));
+  assert.deepEqual(await readAll(r3, 1456), content);
+  r3.close();
+  assert.equal(c3.readNow, null);
 });
