@@ -62,6 +62,19 @@ static napi_value num(napi_env env, double v) {
   return r;
 }
 
+static napi_value undefined_value(napi_env env) {
+  napi_value u;
+  if (napi_get_undefined(env, &u) != napi_ok) return NULL;
+  return u;
+}
+
+/* Points *ref at v (a strong reference), releasing what it held before. */
+static void hold(napi_env env, napi_ref *ref, napi_value v) {
+  if (*ref) napi_delete_reference(env, *ref);
+  *ref = NULL;
+  napi_create_reference(env, v, 1, ref);
+}
+
 /* sockaddr(address: string, port: number): Buffer | null — a numeric address (v4, v6, v6 with %scope) as the
  * struct sockaddr the send calls take, resolved once per peer. */
 static napi_value js_sockaddr(napi_env env, napi_callback_info info) {
@@ -652,17 +665,12 @@ static napi_value js_recv_dispatch(napi_env env, napi_callback_info info) {
     /* Kept for the environment's life: the check handle lives on Node's loop (no finalizer, so no handle is freed
      * under the loop at teardown). */
     CHECK(napi_set_instance_data(env, d, NULL, NULL));
-  } else {
-    napi_delete_reference(env, d->fn);
-    napi_delete_reference(env, d->events_ref);
   }
-  napi_create_reference(env, argv[0], 1, &d->fn);
-  napi_create_reference(env, argv[1], 1, &d->events_ref);
+  hold(env, &d->fn, argv[0]);
+  hold(env, &d->events_ref, argv[1]);
   d->events = (int32_t *)data;
   d->cap = len / EVENT_WORDS;
-  napi_value u;
-  napi_get_undefined(env, &u);
-  return u;
+  return undefined_value(env);
 }
 
 /* recvStart(fd, ring: Buffer, slot, meta: Int32Array, max, id): handle. Datagrams are read up to `max` at a time into
@@ -760,9 +768,7 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
     uv_poll_stop(&r->poll);
     uv_close((uv_handle_t *)&r->poll, rx_closed);
   }
-  napi_value u;
-  napi_get_undefined(env, &u);
-  return u;
+  return undefined_value(env);
 }
 
 /* recvWantWritable(handle): the dispatcher reports the receiver writable once the socket can take more (after a
@@ -771,9 +777,7 @@ static napi_value js_recv_want_writable(napi_env env, napi_callback_info info) {
   struct rx *r = rx_of(env, info);
   if (!r) return NULL;
   rx_want_writable(r);
-  napi_value u;
-  napi_get_undefined(env, &u);
-  return u;
+  return undefined_value(env);
 }
 
 /* recvAutopilot(handle, ap: Float64Array >= AP_WORDS, pool: Buffer, sockaddr: Buffer): the receiver answers the ACKs
@@ -796,10 +800,8 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct rx *r = (struct rx *)data;
-  if (r->ap_ref) napi_delete_reference(env, r->ap_ref);
-  if (r->pool_ref) napi_delete_reference(env, r->pool_ref);
-  napi_create_reference(env, argv[1], 1, &r->ap_ref);
-  napi_create_reference(env, argv[2], 1, &r->pool_ref);
+  hold(env, &r->ap_ref, argv[1]);
+  hold(env, &r->pool_ref, argv[2]);
   r->ap = (double *)ap;
   r->pool = pool;
   r->pool_len = pool_len;
