@@ -10,11 +10,12 @@
  * Run: node_modules/.bin/node bench/tftp.ts   (root; needs atftp, atftpd, dnsmasq, iproute2, nftables, ethtool)
  * Prints `BENCH tftp …` lines at the end, among them the servers' CPU time per MB (lower is better), which is what
  * a real network would cost them whatever the client's speed. BENCH_TFTP_BATCH=0 runs swarmboot with one dgram
- * send per datagram instead of a window per syscall (server/tftp/batch-send.ts), for a before/after.
+ * send per datagram instead of a window per syscall (server/tftp/batch-send.ts), for a before/after;
+ * BENCH_TFTP_SPIN_US=0 turns the spin off (tftp.spinUs, native/udp_batch.c disp_spin).
  */
 import os from 'node:os';
 import path from 'node:path';
-import { type Bench, cpuMs, fmt, makeFile, median, rssMB, runBench, stop } from './tftp-common.ts';
+import { type Bench, cpuMs, fmt, makeFile, median, rssMB, runBench, stop, waitLine } from './tftp-common.ts';
 
 const BIG_MB = Number(process.env.BENCH_TFTP_MB ?? 200);
 const PAR_MB = 30;
@@ -49,7 +50,9 @@ async function main(bench: Bench): Promise<void> {
   // work puts on this machine spreads over all of them alike; each figure is the median of REPEAT rounds.
   // maxWindowsize 64 whatever the default, so the sweep below can ask for every size it measures.
   // BENCH_TFTP_BATCH=0: one dgram send per datagram, as before the native batched send (server/tftp/batch-send.ts).
-  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64, batchSend: process.env.BENCH_TFTP_BATCH !== '0' });
+  // BENCH_TFTP_SPIN_US: the spin window (tftp.spinUs; 0 turns it off), for a before/after; default the server's.
+  const spin = process.env.BENCH_TFTP_SPIN_US ? { spinUs: Number(process.env.BENCH_TFTP_SPIN_US) } : {};
+  const { proc: sb, port: sbPort } = await bench.startSwarmboot({ maxWindowsize: 64, batchSend: process.env.BENCH_TFTP_BATCH !== '0', ...spin });
   const atPort = 6969;
   const at = bench.startAtftpd(atPort);
   await bench.waitUdpPort(atPort);
@@ -57,16 +60,23 @@ async function main(bench: Bench): Promise<void> {
   await bench.waitUdpPort(69);
   const fetch = bench.fetch.bind(bench);
   const pidOf = new Map([[sbPort, sb.pid!], [atPort, at.pid!], [69, dm.pid!]]);
+  /** How often atftp's own timer ran out (5 s each: a stall that decides a round), per server. */
+  const clientTimeouts = new Map<number, number>([[sbPort, 0], [atPort, 0], [69, 0]]);
+  const timed = async (port: number, file: string, ws: number): Promise<number> => {
+    const f = await bench.fetchTimed(port, file, ws);
+    clientTimeouts.set(port, clientTimeouts.get(port)! + f.clientTimeouts);
+    return f.seconds;
+  };
   /** MB/s of one download; with `cpu`, also the server's CPU time per MB (ms), what a real network would cost it. */
   const single = async (port: number, file: string, mb: number, ws: number, cpu?: number[]): Promise<number> => {
     const c0 = cpu ? cpuMs(pidOf.get(port)!) : 0;
-    const seconds = await fetch(port, file, ws);
+    const seconds = await timed(port, file, ws);
     cpu?.push((cpuMs(pidOf.get(port)!) - c0) / mb);
     return mb / seconds;
   };
   const parallel = async (port: number): Promise<number> => {
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: PAR_N }, () => fetch(port, 'par.bin', 1)));
+    await Promise.all(Array.from({ length: PAR_N }, () => timed(port, 'par.bin', 1)));
     return (PAR_N * PAR_MB) / ((performance.now() - t0) / 1000);
   };
 
@@ -78,13 +88,21 @@ async function main(bench: Bench): Promise<void> {
   // On loopback the server's CPU time also pays for delivering to the client's socket (softirq in the sender's
   // context); still the figure that tracks what one datagram costs it, whatever the client's own speed.
   const cpu = { sbWs16: [] as number[], atWs16: [] as number[], sbLock: [] as number[], dmLock: [] as number[] };
+  // Within a round, who goes first alternates (swarmboot in even rounds, the baseline in odd ones), so that
+  // whatever the run before leaves behind (CPU frequency, a neighbour's load, warm caches) falls on both alike.
+  const pair = async (i: number, a: () => Promise<void>, b: () => Promise<void>): Promise<void> => {
+    if (i % 2 === 0) {
+      await a();
+      await b();
+    } else {
+      await b();
+      await a();
+    }
+  };
   for (let i = 0; i < REPEAT; i++) {
-    r.sbWs16.push(await single(sbPort, 'big.bin', BIG_MB, 16, cpu.sbWs16));
-    r.atWs16.push(await single(atPort, 'big.bin', BIG_MB, 16, cpu.atWs16));
-    r.sbLock.push(await single(sbPort, 'big.bin', BIG_MB, 1, cpu.sbLock));
-    r.dmLock.push(await single(69, 'big.bin', BIG_MB, 1, cpu.dmLock));
-    r.sbPar.push(await parallel(sbPort));
-    r.dmPar.push(await parallel(69));
+    await pair(i, async () => void r.sbWs16.push(await single(sbPort, 'big.bin', BIG_MB, 16, cpu.sbWs16)), async () => void r.atWs16.push(await single(atPort, 'big.bin', BIG_MB, 16, cpu.atWs16)));
+    await pair(i, async () => void r.sbLock.push(await single(sbPort, 'big.bin', BIG_MB, 1, cpu.sbLock)), async () => void r.dmLock.push(await single(69, 'big.bin', BIG_MB, 1, cpu.dmLock)));
+    await pair(i, async () => void r.sbPar.push(await parallel(sbPort)), async () => void r.dmPar.push(await parallel(69)));
   }
   const sbRss = rssMB(sb.pid!, 'VmHWM');
   const compared = REPEAT > 0;
@@ -114,14 +132,18 @@ async function main(bench: Bench): Promise<void> {
   }
   const lossDropped = bench.lossDropped();
   bench.setLoss(0);
+  const statsP = waitLine(sb, /STATS (.*)/, 10000).catch(() => null);
   await stop(sb);
+  const stats = JSON.parse((await statsP)?.[1] ?? '{}') as { transfers?: Record<string, number>; retransmits?: number; spin?: Record<string, number> };
 
   const show = (xs: number[]): string => xs.map(fmt).join(' ');
   if (compared) {
     console.error(`rounds (MB/s): swarmboot ws16 ${show(r.sbWs16)} | atftpd ws16 ${show(r.atWs16)}`);
     console.error(`               swarmboot lockstep ${show(r.sbLock)} | dnsmasq lockstep ${show(r.dmLock)}`);
     console.error(`               swarmboot parallel ${show(r.sbPar)} | dnsmasq parallel ${show(r.dmPar)}`);
+    console.error(`atftp's own timer ran out (5 s stall each) in the rounds: swarmboot ${clientTimeouts.get(sbPort)}×, atftpd ${clientTimeouts.get(atPort)}×, dnsmasq ${clientTimeouts.get(69)}×`);
   }
+  console.error(`swarmboot over the whole run (sweep included): transfers ${JSON.stringify(stats.transfers)}, ${stats.retransmits} DATA resent; spin ${JSON.stringify(stats.spin)}`);
   for (const w of SWEEP_WS) {
     console.error(`sweep ws${w}: clean ${show(clean.get(w)!)} | ${LOSS_PERMILLE / 10}% loss ${show(lossy.get(w)!)} (atftp timed out ${stalls.get(w)}×)`);
   }
