@@ -87,7 +87,7 @@ export interface ServerSettings {
   adminTokenFile?: string;
   logLevel: string;
   http: { host: string; port: number; publicUrl?: string; limits: { perClientBytesPerSec?: number; subnets: Array<{ cidr: string; bytesPerSec: number }> } };
-  tftp: { enabled: boolean; host: string; port: number; root: string; maxBlksize: number; maxWindowsize: number; maxTransfers: number };
+  tftp: { enabled: boolean; host: string; port: number; root: string; maxBlksize: number; maxWindowsize: number; maxTransfers: number; spinUs: number };
   dhcp: {
     enabled: boolean;
     mode: 'proxy' | 'full';
@@ -253,6 +253,7 @@ function loadFromSource(src: YamlSource): LoadedConfig {
       maxBlksize: s.tftp?.maxBlksize ?? 1456,
       maxWindowsize: s.tftp?.maxWindowsize ?? 64,
       maxTransfers: s.tftp?.maxTransfers ?? 500,
+      spinUs: s.tftp?.spinUs ?? 50,
     },
     dhcp: {
       enabled: s.dhcp?.enabled ?? true,

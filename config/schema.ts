@@ -67,6 +67,8 @@ const TftpSection = Obj({
   /** RFC 7440 allows 65535, but a window must stay under half the 16-bit block space for ACKs to be unambiguous across rollover. */
   maxWindowsize: Type.Optional(Type.Integer({ minimum: 1, maximum: 32767 })),
   maxTransfers: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** Microseconds the event loop polls transfer sockets after their last ACK instead of sleeping; 0: never. */
+  spinUs: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
 });
 
 const DhcpPool = Obj({

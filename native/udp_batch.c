@@ -19,6 +19,9 @@
  * fight the poll for the fd): sendTo and sendGso serve, and recvWantWritable reports when a full send buffer has room
  * again.
  *
+ * The spin (recvSpin): right before the loop would sleep, the TFTP transfers' sockets are polled for a few dozen
+ * microseconds after their last ACK, and what comes is answered without the sleep and the wakeup. See disp_spin.
+ *
  * Built by native/build.mjs with the system C compiler against Node's own headers; N-API symbols resolve at
  * load time from the running node binary, so nothing links against Node.
  */
@@ -30,7 +33,11 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <string.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <sys/uio.h>
 #include <node_api.h>
 #include <uv.h>
@@ -248,6 +255,12 @@ static napi_value js_send_mmsg(napi_env env, napi_callback_info info) {
 #define RECV_ROUNDS 4
 /* Int32 words per receiver in the dispatcher's events array: id, datagrams in its ring, became writable (0/1). */
 #define EVENT_WORDS 3
+/* spinStats() words: spins, spins that caught nothing, datagrams read while spinning (sleeps saved), ms spent. */
+enum { SPIN_SPINS, SPIN_MISSES, SPIN_CAUGHT, SPIN_MS, SPIN_STATS };
+/* Longest spin in one loop iteration: the loop's timers and JavaScript's other work wait at most this long. */
+#define SPIN_MAX_NS 1000000
+/* After a spin that caught nothing, the spin sits out 1, 2, 4 … up to this many loop iterations. */
+#define SPIN_BACKOFF_MAX 256
 
 struct rx {
   uv_poll_t poll;
@@ -271,6 +284,7 @@ struct rx {
   size_t pool_len;
   struct sockaddr_storage peer;
   socklen_t peerlen;
+  int spin_reg; /* in the dispatcher's spin set */
 };
 
 /*
@@ -291,6 +305,17 @@ struct disp {
   int check_on;
   struct rx **queue, **batch;
   size_t qlen, qcap;
+  /* The spin (recvSpin, see disp_spin): the autopilot receivers' sockets in an epoll set of their own, polled from
+   * a prepare handle; an idle handle keeps the loop from sleeping while the spin has queued datagrams for
+   * JavaScript. last_ns: when the last datagram came for one of them; skip/backoff: prepare calls to sit out after
+   * spins that caught nothing. */
+  uv_loop_t *loop;
+  uv_prepare_t prep;
+  uv_idle_t idle;
+  int spin_ep, spin_n, prep_on, idle_on;
+  uint64_t spin_ns, last_ns;
+  unsigned skip, backoff;
+  double spin_stats[SPIN_STATS];
 };
 
 static void rx_unref(struct rx *r) {
@@ -546,6 +571,24 @@ static int rx_read(struct rx *r, int *raw) {
   return n - k;
 }
 
+/* Reads a readable socket (the ring is free): what the autopilot does not answer is queued for JavaScript. Returns
+ * the datagrams read. */
+static int rx_readable(struct rx *r) {
+  int raw = 0, total = 0;
+  /* Full batches the autopilot answered whole: read on, as the dispatcher does for JavaScript's. */
+  for (int round = 0; round < RECV_ROUNDS && r->active && r->nread == 0; round++) {
+    r->nread = rx_read(r, &raw);
+    total += raw;
+    if (raw < (int)r->max) break;
+  }
+  if (r->nread > 0) rx_enqueue(r);
+  if (total > 0 && r->spin_reg) {
+    struct disp *d = disp_of(r->env);
+    if (d) d->last_ns = uv_hrtime();
+  }
+  return total;
+}
+
 static void rx_on_poll(uv_poll_t *h, int status, int events) {
   struct rx *r = (struct rx *)h->data;
   if (!r->active) return;
@@ -557,15 +600,7 @@ static void rx_on_poll(uv_poll_t *h, int status, int events) {
     rx_enqueue(r);
   }
   /* A ring JavaScript has not seen yet is left alone: the socket stays readable and polls again. */
-  if ((events & UV_READABLE) && r->nread == 0) {
-    int raw = 0;
-    /* Full batches the autopilot answered whole: read on, as the dispatcher does for JavaScript's. */
-    for (int round = 0; round < RECV_ROUNDS && r->active && r->nread == 0; round++) {
-      r->nread = rx_read(r, &raw);
-      if (raw < (int)r->max) break;
-    }
-    if (r->nread > 0) rx_enqueue(r);
-  }
+  if ((events & UV_READABLE) && r->nread == 0) rx_readable(r);
 }
 
 /* Calls the dispatcher with `k` receivers described in its events array; an exception goes where an exception in
@@ -624,7 +659,135 @@ static void disp_run(uv_check_t *h) {
     uv_check_stop(&d->check);
     d->check_on = 0;
   }
+  if (d->idle_on) {
+    uv_idle_stop(&d->idle);
+    d->idle_on = 0;
+  }
   napi_close_handle_scope(d->env, scope);
+}
+
+
+/*
+ * The spin. A transfer's next ACK often comes a few dozen microseconds after its DATA went out: on loopback, on a
+ * virtual switch between virtual machines, on a fast LAN, and whenever many transfers run at once. Sleeping in
+ * epoll for that long costs more than the wait itself: the wakeup crosses CPUs (on a virtual machine an IPI to a
+ * halted virtual CPU, tens of microseconds), and each wakeup pays Node's loop iteration. So right before the loop
+ * would sleep (a prepare handle), while a datagram came for an autopilot receiver less than spin_ns ago, the
+ * autopilot receivers' sockets are polled without sleeping, and what comes is answered as in the poll callback.
+ *
+ * Bounds: the spin ends spin_ns after the last datagram, at SPIN_MAX_NS, before the loop's next timer is due, as
+ * soon as any other handle of the loop (an HTTP request, DHCP, a socket in JavaScript's hands) has something, and as
+ * soon as a datagram is queued for JavaScript (the idle handle then keeps the loop from sleeping, so the dispatcher
+ * runs this iteration). Between polls it yields the CPU to anything else runnable on it. A spin that catches
+ * nothing, as on a LAN whose round trip is longer than spin_ns, makes the next ones sit out 1, 2, 4 …
+ * SPIN_BACKOFF_MAX loop iterations, so a spin that does not pay costs next to nothing.
+ * Measured on the 2-CPU virtual machine here (loopback, atftp): a lock-step transfer 2.2x as fast for less CPU per
+ * MB than without the spin, windowsize 16 1.4x as fast.
+ */
+static void idle_noop(uv_idle_t *h) { (void)h; }
+
+static void disp_spin(uv_prepare_t *h) {
+  struct disp *d = (struct disp *)h->data;
+  if (d->spin_n == 0 || d->spin_ns == 0 || d->qlen > 0) return;
+  uint64_t start = uv_hrtime();
+  if (start - d->last_ns > d->spin_ns) return;
+  if (d->skip > 0) {
+    d->skip--;
+    return;
+  }
+  /* Not past the loop's next timer (-1: none; 0: a timer due, or immediates pending, so no spin at all). */
+  int due_ms = uv_backend_timeout(d->loop);
+  if (due_ms == 0) return;
+  uint64_t limit = SPIN_MAX_NS;
+  if (due_ms > 0 && (uint64_t)due_ms * 1000000 < limit) limit = (uint64_t)due_ms * 1000000;
+  struct pollfd others = {.fd = uv_backend_fd(d->loop), .events = POLLIN};
+  struct epoll_event ev[64];
+  uint64_t now = start, last = d->last_ns;
+  double caught = 0;
+  for (;;) {
+    int n = epoll_wait(d->spin_ep, ev, 64, 0);
+    now = uv_hrtime();
+    if (n > 0) {
+      for (int i = 0; i < n; i++) {
+        struct rx *r = (struct rx *)ev[i].data.ptr;
+        if (r->active && r->nread == 0) {
+          int got = rx_readable(r);
+          if (got > 0) {
+            caught += got;
+            last = now;
+          }
+        }
+      }
+      if (d->qlen > 0) {
+        if (!d->idle_on) {
+          uv_idle_start(&d->idle, idle_noop);
+          d->idle_on = 1;
+        }
+        break;
+      }
+    } else if (poll(&others, 1, 0) > 0) {
+      break; /* the loop has other work: back to it */
+    } else {
+      /* Whatever else waits for this CPU runs first: the client itself, when it shares the CPU (without this, a
+       * lock-step transfer with both on one CPU lost a fifth of its speed: the spin held the CPU the client
+       * needed to send the ACK it waited for). With nothing else runnable it returns at once. */
+      sched_yield();
+    }
+    if (now - last > d->spin_ns || now - start > limit) break;
+  }
+  d->spin_stats[SPIN_SPINS]++;
+  d->spin_stats[SPIN_CAUGHT] += caught;
+  d->spin_stats[SPIN_MS] += (double)(now - start) / 1e6;
+  if (caught > 0) {
+    d->backoff = 0;
+  } else {
+    d->spin_stats[SPIN_MISSES]++;
+    d->backoff = d->backoff == 0 ? 1 : (d->backoff * 2 > SPIN_BACKOFF_MAX ? SPIN_BACKOFF_MAX : d->backoff * 2);
+    d->skip = d->backoff;
+  }
+}
+
+/* Adds an autopilot receiver's socket to the spin set (when the spin is on). */
+static void spin_add(struct disp *d, struct rx *r) {
+  if (d->spin_ns == 0 || r->spin_reg || !r->active) return;
+  /* The epoll set exists while it has members: no fd outlives the last transfer. */
+  if (d->spin_ep < 0) d->spin_ep = epoll_create1(EPOLL_CLOEXEC);
+  if (d->spin_ep < 0) return;
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.ptr = r;
+  if (epoll_ctl(d->spin_ep, EPOLL_CTL_ADD, r->fd, &ev) != 0) {
+    if (d->spin_n == 0) {
+      close(d->spin_ep);
+      d->spin_ep = -1;
+    }
+    return;
+  }
+  r->spin_reg = 1;
+  if (d->spin_n++ == 0 && !d->prep_on) {
+    uv_prepare_start(&d->prep, disp_spin);
+    d->prep_on = 1;
+  }
+}
+
+static void spin_remove(struct disp *d, struct rx *r) {
+  if (!r->spin_reg) return;
+  r->spin_reg = 0;
+  epoll_ctl(d->spin_ep, EPOLL_CTL_DEL, r->fd, NULL);
+  if (--d->spin_n == 0) {
+    if (d->prep_on) uv_prepare_stop(&d->prep);
+    d->prep_on = 0;
+    close(d->spin_ep);
+    d->spin_ep = -1;
+  }
+}
+
+static void disp_cleanup(void *arg) {
+  struct disp *d = (struct disp *)arg;
+  if (d->spin_ep >= 0) close(d->spin_ep);
+  d->spin_ep = -1;
+  d->spin_ns = 0;
 }
 
 /* recvDispatch(fn(k), events: Int32Array): the environment's dispatcher. fn is called once per loop iteration in
@@ -657,6 +820,15 @@ static napi_value js_recv_dispatch(napi_env env, napi_callback_info info) {
     d->check.data = d;
     /* The check runs only while receivers are queued, and never keeps the process alive by itself. */
     uv_unref((uv_handle_t *)&d->check);
+    d->loop = loop;
+    uv_prepare_init(loop, &d->prep);
+    d->prep.data = d;
+    uv_unref((uv_handle_t *)&d->prep);
+    uv_idle_init(loop, &d->idle);
+    d->idle.data = d;
+    uv_unref((uv_handle_t *)&d->idle);
+    d->spin_ep = -1;
+    napi_add_env_cleanup_hook(env, disp_cleanup, d);
     d->env = env;
     napi_value name, resource;
     napi_create_object(env, &resource);
@@ -765,6 +937,8 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
   if (!r) return NULL;
   if (r->active) {
     r->active = 0;
+    struct disp *d = disp_of(env);
+    if (d) spin_remove(d, r);
     uv_poll_stop(&r->poll);
     uv_close((uv_handle_t *)&r->poll, rx_closed);
   }
@@ -800,6 +974,8 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct rx *r = (struct rx *)data;
+  struct disp *d = disp_of(env);
+  if (d) spin_add(d, r);
   hold(env, &r->ap_ref, argv[1]);
   hold(env, &r->pool_ref, argv[2]);
   r->ap = (double *)ap;
@@ -811,6 +987,36 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
   napi_value words;
   napi_create_uint32(env, AP_WORDS, &words);
   return words;
+}
+
+/* recvSpin(us): how long the loop polls the autopilot receivers without sleeping after their last datagram (see
+ * disp_spin); 0 turns the spin off. For the whole environment, and for receivers given an autopilot from now on. */
+static napi_value js_recv_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t us;
+  struct disp *d = disp_of(env);
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &us) != napi_ok || us > 1000000) {
+    napi_throw_type_error(env, NULL, "recvSpin(us: 0 … 1000000)");
+    return NULL;
+  }
+  if (!d) {
+    napi_throw_error(env, NULL, "recvSpin: no dispatcher (call recvDispatch first)");
+    return NULL;
+  }
+  d->spin_ns = (uint64_t)us * 1000;
+  return undefined_value(env);
+}
+
+/* spinStats(): [spins, spins that caught nothing, datagrams read while spinning, ms spent spinning] since start. */
+static napi_value js_spin_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct disp *d = disp_of(env);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, SPIN_STATS, &arr));
+  for (uint32_t i = 0; i < SPIN_STATS; i++) napi_set_element(env, arr, i, num(env, d ? d->spin_stats[i] : 0));
+  return arr;
 }
 
 /* sendTo(fd, buf, off, len, address: string, port): one datagram to a numeric IPv4 or IPv6 address;
@@ -902,6 +1108,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"recvWantWritable", NULL, js_recv_want_writable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvAutopilot", NULL, js_recv_autopilot, NULL, NULL, NULL, napi_enumerable, NULL},
       {"preadNowait", NULL, js_pread_nowait, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"recvSpin", NULL, js_recv_spin, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"spinStats", NULL, js_spin_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -261,6 +261,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
         maxBlksize: t.maxBlksize,
         maxWindowsize: t.maxWindowsize,
         maxTransfers: t.maxTransfers,
+        spinUs: t.spinUs,
         logger: log,
         metrics,
       });

@@ -28,6 +28,8 @@ export interface Addon {
   recvWantWritable(handle: object): void;
   recvAutopilot(handle: object, ap: Float64Array, pool: Buffer, sockaddr: Buffer): number;
   preadNowait(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
+  recvSpin(us: number): void;
+  spinStats(): [spins: number, misses: number, caught: number, ms: number];
 }
 
 export interface NativeUdp {
@@ -92,7 +94,7 @@ export function loadNativeUdp(): Promise<NativeUdp> {
   return loading;
 }
 
-const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot', 'preadNowait'] as const;
+const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot', 'preadNowait', 'recvSpin', 'spinStats'] as const;
 
 async function load(): Promise<NativeUdp> {
   if (process.platform !== 'linux') return { addon: null, detail: `${process.platform}: GSO, sendmmsg and recvmmsg are Linux only` };

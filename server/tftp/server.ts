@@ -69,6 +69,14 @@ export interface TftpOptions {
    * builds and loads (default true); otherwise, or when false, one dgram send per datagram. See batch-send.ts.
    */
   batchSend?: boolean;
+  /**
+   * Microseconds the event loop keeps polling the transfer sockets, instead of sleeping, after their last ACK
+   * (default 50; 0: never). An ACK that comes within that time is answered without the wakeup, which on a virtual
+   * machine costs more than the wait. Adaptive: a poll that catches nothing makes the next ones sit out, so where
+   * ACKs come further apart (a LAN's round trip) it costs next to nothing. Needs the native addon; one setting per
+   * process (the last server started sets it). See native/udp_batch.c, disp_spin.
+   */
+  spinUs?: number;
   logger: Logger;
   metrics?: Registry;
   /**
@@ -94,6 +102,11 @@ export interface TftpStats {
   cache: CacheStats;
   /** How DATA windows go out: one GSO or sendmmsg syscall per window, or a dgram send per datagram. */
   sendPath: SendPath;
+  /**
+   * The spin (spinUs) since the process started, for all TFTP servers in it: spins, spins that caught nothing,
+   * datagrams caught while spinning (each a sleep and a wakeup saved), and the milliseconds spent spinning.
+   */
+  spin: { us: number; spins: number; misses: number; caught: number; ms: number };
 }
 
 export interface TftpServer {
@@ -180,10 +193,19 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
   // Before the main socket is bound: a first start may build the addon (about a second), and requests arriving
   // meanwhile would find no 'message' listener.
   const batch = opts.batchSend === false ? dgramOnly('batchSend: false') : await loadBatchSend();
-  if (batch.path !== 'dgram') {
-    const { addon } = await loadNativeUdp();
-    if (addon) cache.readNow = addon.preadNowait;
+  const addon = batch.path !== 'dgram' ? (await loadNativeUdp()).addon : null;
+  const spinUs = addon ? clampInt(opts.spinUs ?? 50, 0, 1000) : 0;
+  if (addon) {
+    cache.readNow = addon.preadNowait;
+    addon.recvSpin(spinUs);
   }
+  const spinStats = (): TftpStats['spin'] => {
+    const [spins, misses, caught, ms] = addon ? addon.spinStats() : [0, 0, 0, 0];
+    return { us: spinUs, spins, misses, caught, ms: Math.round(ms) };
+  };
+  opts.metrics
+    ?.gauge('swarmboot_tftp_spin_seconds', 'Time the event loop spent polling TFTP transfer sockets instead of sleeping (tftp.spinUs), since start')
+    .collect(() => [{ labels: {}, value: spinStats().ms / 1000 }]);
   const main = newSocket();
   main.on('error', (err) => log.error({ err }, 'tftp socket error'));
   try {
@@ -203,7 +225,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
     throw bindError(e as NodeJS.ErrnoException, host, port);
   }
   log.info(
-    { address: host, port: main.address().port, root: opts.root, sendPath: batch.path, sendDetail: batch.detail },
+    { address: host, port: main.address().port, root: opts.root, sendPath: batch.path, sendDetail: batch.detail, spinUs },
     `tftp listening, DATA windows sent by ${batch.path === 'dgram' ? 'dgram, one syscall per datagram' : `${batch.path}, one syscall per window`}`,
   );
 
@@ -462,6 +484,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
         droppedPackets: { ...drops },
         cache: cache.stats(),
         sendPath: batch.path,
+        spin: spinStats(),
       };
     },
     close() {

@@ -67,6 +67,13 @@ test('a wrong type names the key and what was expected', () => {
   assert.match(out2[0]!, /:2:12: server\.address: must be a valid ipv4 address/);
 });
 
+test('tftp.spinUs: 50 by default, 0 allowed, past 1000 an error at the key', () => {
+  assert.equal(loadConfigText('/cfg/swarmboot.yaml', BASE).server.tftp.spinUs, 50);
+  assert.equal(loadConfigText('/cfg/swarmboot.yaml', `server:\n  tftp:\n    spinUs: 0\n${BASE}`).server.tftp.spinUs, 0);
+  const out = issues(`server:\n  tftp:\n    spinUs: 5000\n${BASE}`);
+  assert.match(out[0]!, /:3:13: server\.tftp\.spinUs: /);
+});
+
 test('every schema problem is reported, not just the first', () => {
   const out = issues('server:\n  adress: x\n  http: { port: -1 }\nbogus: 1\n');
   assert.equal(out.length, 3, out.join('\n'));

@@ -10,10 +10,10 @@ import dgram from 'node:dgram';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startTftp, type TftpOptions, type TftpServer } from '../../server/tftp/server.ts';
+import type { TftpOptions, TftpServer } from '../../server/tftp/server.ts';
 import { loadBatchSend, PeerSender } from '../../server/tftp/batch-send.ts';
-import { silentLogger } from '../../server/log.ts';
 import { tftpGet } from './client.ts';
+import { curlSha256, withTftp } from './harness.ts';
 
 let root = '';
 const files: Record<string, Buffer> = {};
@@ -31,14 +31,7 @@ before(() => {
 
 after(() => rmSync(root, { recursive: true, force: true }));
 
-async function withServer(extra: Partial<TftpOptions>, fn: (s: TftpServer, port: number) => Promise<void>): Promise<void> {
-  const s = await startTftp({ root, host: '127.0.0.1', port: 0, logger: silentLogger(), ...extra });
-  try {
-    await fn(s, s.address().port);
-  } finally {
-    await s.close();
-  }
-}
+const withServer = (extra: Partial<TftpOptions>, fn: (s: TftpServer, port: number) => Promise<void>): Promise<void> => withTftp(root, extra, fn);
 
 test('the addon is built and used where a C compiler exists; batchSend: false keeps dgram', { skip: !haveCompiler && 'no C compiler' }, async () => {
   const b = await loadBatchSend();
@@ -209,6 +202,8 @@ function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
     recvWantWritable: () => {},
     recvAutopilot: () => 0,
     preadNowait: () => -95,
+    recvSpin: () => {},
+    spinStats: (): [number, number, number, number] => [0, 0, 0, 0],
   };
 }
 
@@ -267,19 +262,10 @@ for (const gso of [true, false]) {
 }
 
 test('IPv6: the addon answers a real client (curl) over ::1 too, and the file arrives intact', { skip: !haveCompiler && 'no C compiler' }, async () => {
-  const { spawn } = await import('node:child_process');
   const { createHash } = await import('node:crypto');
   const name = `f${3 * 1024 * 1024 + 17}.bin`;
-  await withServer({ host: '::1' }, async (s, port) => {
-    const sha = await new Promise<string>((resolve, reject) => {
-      const p = spawn('curl', ['-sS', '-g', '--tftp-blksize', '1456', '-o', '-', `tftp://[::1]:${port}/${name}`]);
-      const h = createHash('sha256');
-      let err = '';
-      p.stdout.on('data', (d: Buffer) => h.update(d));
-      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      p.on('error', reject);
-      p.on('exit', (code) => (code === 0 ? resolve(h.digest('hex')) : reject(new Error(`curl exited ${code}: ${err}`))));
-    });
+  await withTftp(root, { host: '::1' }, async (s, port) => {
+    const sha = await curlSha256(`tftp://[::1]:${port}/${name}`);
     assert.equal(sha, createHash('sha256').update(files[name]!).digest('hex'));
     for (let i = 0; i < 100 && s.stats().activeTransfers > 0; i++) await new Promise((res) => setTimeout(res, 10));
     assert.equal(s.stats().transfers.ok, 1);

@@ -13,10 +13,10 @@ import dgram from 'node:dgram';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { startTftp, type TftpOptions, type TftpServer } from '../../server/tftp/server.ts';
-import { silentLogger } from '../../server/log.ts';
+import type { TftpOptions, TftpServer } from '../../server/tftp/server.ts';
 import { decode, encodeAck, encodeRequest, OP_DATA, OP_ERROR, OP_OACK, OP_RRQ } from '../../server/tftp/codec.ts';
 import { tftpGet } from './client.ts';
+import { withTftp } from './harness.ts';
 
 let dir = '';
 let data: Buffer;
@@ -29,14 +29,7 @@ before(() => {
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function withServer(extra: Partial<TftpOptions>, fn: (s: TftpServer, port: number) => Promise<void>): Promise<void> {
-  const s = await startTftp({ root: dir, host: '127.0.0.1', port: 0, logger: silentLogger(), ...extra });
-  try {
-    await fn(s, s.address().port);
-  } finally {
-    await s.close();
-  }
-}
+const withServer = (extra: Partial<TftpOptions>, fn: (s: TftpServer, port: number) => Promise<void>): Promise<void> => withTftp(dir, extra, fn);
 
 /**
  * A lock-step download (512-byte blocks, no options) whose client never resends an ACK on its own, so only the
