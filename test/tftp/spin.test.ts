@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TftpOptions, TftpServer, TftpStats } from '../../server/tftp/server.ts';
 import { encodeAck, encodeRequest, OP_RRQ } from '../../server/tftp/codec.ts';
+import { Registry } from '../../server/metrics.ts';
 import { curlSha256, withTftp } from './harness.ts';
 
 const haveCompiler = ['cc', 'gcc', 'clang'].some((c) => spawnSync(c, ['--version']).status === 0);
@@ -44,7 +45,8 @@ const delta = (a: TftpStats['spin'], b: TftpStats['spin']): TftpStats['spin'] =>
 });
 
 test('curl in lock-step: the spin answers ACKs, the file arrives intact, and timers and other sockets keep their pace', { skip }, async () => {
-  await withServer({ spinUs: 50 }, async (s, port) => {
+  const metrics = new Registry();
+  await withServer({ spinUs: 50, metrics }, async (s, port) => {
     // Meanwhile: a 1 ms timer and a UDP echo on this same loop, pinged every millisecond from another process'
     // worth of distance (its own socket). Neither may wait long while the spin runs.
     let lateMax = 0;
@@ -91,6 +93,9 @@ test('curl in lock-step: the spin answers ACKs, the file arrives intact, and tim
     assert.ok(lateMax < 100, `a 1 ms timer ran ${lateMax.toFixed(1)} ms late`);
     assert.ok(rttMax < 100, `an echo on the same loop took ${rttMax.toFixed(1)} ms`);
     assert.equal(s.stats().retransmits, 0);
+    // The time spent spinning is in the metrics too (what the spin costs, for an admin to see).
+    const seconds = Number(/^swarmboot_tftp_spin_seconds(?:\{\})? (\S+)$/m.exec(metrics.render())?.[1]);
+    assert.ok(seconds > 0 && seconds === s.stats().spin.ms / 1000, `swarmboot_tftp_spin_seconds ${seconds}, stats ${JSON.stringify(s.stats().spin)}`);
   });
 });
 
