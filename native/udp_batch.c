@@ -29,13 +29,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/uio.h>
@@ -257,6 +261,11 @@ static napi_value js_send_mmsg(napi_env env, napi_callback_info info) {
 #define EVENT_WORDS 3
 /* spinStats() words: spins, spins that caught nothing, datagrams read while spinning (sleeps saved), ms spent. */
 enum { SPIN_SPINS, SPIN_MISSES, SPIN_CAUGHT, SPIN_MS, SPIN_STATS };
+/* batchStats() words: datagrams sent through the io_uring, io_uring_enter calls, sends that failed, and whether the
+ * io_uring is in use (1), not yet tried (0) or unavailable/off (-1). */
+enum { BATCH_SENDS, BATCH_CALLS, BATCH_FAILED, BATCH_STATE, BATCH_STATS };
+/* Sends queued at most before they go out. */
+#define BATCH_MAX 256
 /* Longest spin in one loop iteration: the loop's timers and JavaScript's other work wait at most this long. */
 #define SPIN_MAX_NS 1000000
 /* After a spin that caught nothing, the spin sits out 1, 2, 4 … up to this many loop iterations. */
@@ -295,6 +304,26 @@ struct rx {
  * socket), that is one entry into JavaScript per wakeup instead of one per socket, and each entry costs more than
  * the handful of lines the transfer runs per ACK.
  */
+/* A queued send: one datagram of an autopilot receiver's ring to its peer; `first` is its block number. */
+struct queued_send {
+  struct rx *r;
+  double first;
+  struct msghdr mh;
+  struct iovec iov[2];
+};
+
+/* The io_uring the queued sends go out through, mapped by hand (no liburing): submission and completion rings. */
+struct uring {
+  int fd;
+  unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+  struct io_uring_sqe *sqes;
+  struct io_uring_cqe *cqes;
+  void *sq_map, *cq_map;
+  size_t sq_len, cq_len, sqes_len;
+  unsigned n;
+  struct queued_send q[BATCH_MAX];
+};
+
 struct disp {
   napi_env env;
   napi_ref fn, events_ref;
@@ -316,6 +345,13 @@ struct disp {
   uint64_t spin_ns, last_ns;
   unsigned skip, backoff;
   double spin_stats[SPIN_STATS];
+  /* Batched sends (see batch_queue): the io_uring while autopilot receivers exist (ap_n), or none. */
+  struct uring *ur;
+  int ap_n, ur_off;
+  double batch_stats[BATCH_STATS];
+  /* Tests only (SWARMBOOT_TEST_BATCH_FAIL_EVERY=n): every n-th queued send goes to fd -1 and fails (EBADF), to
+   * exercise the failure path on loopback, where sends do not fail. */
+  unsigned fail_every, queued_total;
 };
 
 static void rx_unref(struct rx *r) {
@@ -438,6 +474,183 @@ static void rx_want_writable(struct rx *r) {
   }
 }
 
+/*
+ * Batched sends. With many transfers in lock-step, one wakeup brings several ACKs, each answered with one DATA on
+ * its own socket. Sent one sendmsg at a time, each send wakes a client that takes the CPU from the server as the
+ * syscall returns (the kernel preempts there), so a batch of k answers costs up to k preemptions, and on a virtual
+ * machine a context switch costs more than the send. The autopilot therefore queues single-datagram answers and
+ * sends the whole batch in one io_uring_enter: one return to user space, one preemption at most. Measured with 20
+ * parallel lock-step transfers on the 2-CPU VM here: 24,000 context switches instead of 135,000 per 600 MB, 10%
+ * less CPU, 8-10% faster.
+ *
+ * The queue is flushed before anything else can send on those sockets or look at the transfers' state: at the
+ * start of the dispatcher (the check phase after the poll phase that queued them), before each call into
+ * JavaScript, after each batch of the spin, and on recvStop. A send that fails (a full send buffer) is handled as
+ * the autopilot's own short send is: the window is marked unsent and JavaScript sends it once the socket has room.
+ * Where io_uring is missing or refused (old kernels, seccomp filters, kernel.io_uring_disabled), or sendBatching(0)
+ * was called, each answer is sent at once as before.
+ */
+static void uring_close(struct disp *d) {
+  struct uring *u = d->ur;
+  if (!u) return;
+  d->ur = NULL;
+  if (u->sqes) munmap(u->sqes, u->sqes_len);
+  if (u->cq_map && u->cq_map != u->sq_map) munmap(u->cq_map, u->cq_len);
+  if (u->sq_map) munmap(u->sq_map, u->sq_len);
+  close(u->fd);
+  free(u);
+  if (d->batch_stats[BATCH_STATE] > 0) d->batch_stats[BATCH_STATE] = 0;
+}
+
+static struct uring *uring_open(struct disp *d) {
+  if (d->ur || d->ur_off) return d->ur;
+  struct uring *u = calloc(1, sizeof *u);
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  int fd = u ? (int)syscall(__NR_io_uring_setup, BATCH_MAX, &p) : -1;
+  if (fd < 0) {
+    free(u);
+    d->ur_off = 1;
+    d->batch_stats[BATCH_STATE] = -1;
+    return NULL;
+  }
+  u->fd = fd;
+  u->sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  u->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+  int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single && u->cq_len > u->sq_len) u->sq_len = u->cq_len;
+  u->sq_map = mmap(NULL, u->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+  if (u->sq_map == MAP_FAILED) u->sq_map = NULL;
+  u->cq_map = single ? u->sq_map : mmap(NULL, u->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+  if (u->cq_map == MAP_FAILED) u->cq_map = NULL;
+  u->sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+  u->sqes = mmap(NULL, u->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+  if (u->sqes == MAP_FAILED) u->sqes = NULL;
+  d->ur = u;
+  if (!u->sq_map || !u->cq_map || !u->sqes || p.sq_entries < BATCH_MAX) {
+    uring_close(d);
+    d->ur_off = 1;
+    d->batch_stats[BATCH_STATE] = -1;
+    return NULL;
+  }
+  char *sq = (char *)u->sq_map, *cq = (char *)u->cq_map;
+  u->sq_head = (unsigned *)(sq + p.sq_off.head);
+  u->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+  u->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+  u->sq_array = (unsigned *)(sq + p.sq_off.array);
+  u->cq_head = (unsigned *)(cq + p.cq_off.head);
+  u->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+  u->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+  u->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+  d->batch_stats[BATCH_STATE] = 1;
+  return u;
+}
+
+/* A queued send that did not go out, handled as after the autopilot's own short send: nothing of the window went
+ * out, and JavaScript sends it once the socket has room (or its timer does). Releases the receiver. */
+static void batch_failed(struct disp *d, struct queued_send *qs) {
+  struct rx *r = qs->r;
+  d->batch_stats[BATCH_FAILED]++;
+  if (r->active && r->ap && r->ap[AP_NEXT] > qs->first) {
+    r->ap[AP_NEXT] = qs->first;
+    r->ap[AP_ON] = 0;
+    rx_want_writable(r);
+  }
+  rx_unref(r);
+  qs->r = NULL;
+}
+
+/* Sends what is queued, in one io_uring_enter, and settles each send: a failed one is handed to JavaScript. */
+static void batch_flush(struct disp *d) {
+  struct uring *u = d->ur;
+  if (!u || u->n == 0) return;
+  unsigned n = u->n;
+  /* The sends run inline (MSG_DONTWAIT: a full buffer fails at once instead of waiting), so all n completions are
+   * there when the call returns; GETEVENTS with min_complete n makes sure of it. */
+  long rc;
+  do rc = syscall(__NR_io_uring_enter, u->fd, n, n, IORING_ENTER_GETEVENTS, NULL, 0);
+  while (rc < 0 && errno == EINTR);
+  d->batch_stats[BATCH_CALLS]++;
+  unsigned settled = 0;
+  if (rc >= 0) {
+    unsigned head = __atomic_load_n(u->cq_head, __ATOMIC_ACQUIRE), tail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != tail; head++) {
+      struct io_uring_cqe *c = &u->cqes[head & *u->cq_mask];
+      if (c->user_data >= n) continue;
+      struct queued_send *qs = &u->q[c->user_data];
+      size_t want = qs->iov[0].iov_len + (qs->mh.msg_iovlen > 1 ? qs->iov[1].iov_len : 0);
+      if (!qs->r) continue;
+      if (c->res >= 0 && (size_t)c->res == want) {
+        d->batch_stats[BATCH_SENDS]++;
+        rx_unref(qs->r);
+        qs->r = NULL;
+      } else {
+        batch_failed(d, qs);
+      }
+      settled++;
+    }
+    __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
+  }
+  /* Anything not settled (io_uring_enter itself failed): counted failed, handed to JavaScript the same way; and the
+   * io_uring is given up, each answer is sent at once from now on. */
+  for (unsigned i = 0; i < n; i++)
+    if (u->q[i].r) batch_failed(d, &u->q[i]);
+  u->n = 0;
+  if (settled < n) {
+    uring_close(d);
+    d->ur_off = 1;
+    d->batch_stats[BATCH_STATE] = -1;
+  }
+}
+
+/* Queues one datagram of `r`'s ring of `ringlen` bytes (bytes off … off+len, wrapping) for its peer; 0 when it must be sent at once
+ * (no io_uring). The check handle then runs this iteration and flushes. */
+static int batch_queue(struct rx *r, size_t ringlen, size_t off, size_t len, double first) {
+  struct disp *d = disp_of(r->env);
+  if (!d || d->ur_off) return 0;
+  struct uring *u = d->ur ? d->ur : uring_open(d);
+  if (!u) return 0;
+  if (u->n == BATCH_MAX) batch_flush(d);
+  if (!d->ur) return 0;
+  unsigned i = u->n;
+  struct queued_send *qs = &u->q[i];
+  memset(&qs->mh, 0, sizeof qs->mh);
+  qs->mh.msg_name = &r->peer;
+  qs->mh.msg_namelen = r->peerlen;
+  qs->mh.msg_iov = qs->iov;
+  size_t room = ringlen - off;
+  qs->iov[0].iov_base = r->pool + off;
+  if (len <= room) {
+    qs->iov[0].iov_len = len;
+    qs->mh.msg_iovlen = 1;
+  } else {
+    qs->iov[0].iov_len = room;
+    qs->iov[1].iov_base = r->pool;
+    qs->iov[1].iov_len = len - room;
+    qs->mh.msg_iovlen = 2;
+  }
+  unsigned tail = *u->sq_tail, idx = tail & *u->sq_mask;
+  struct io_uring_sqe *e = &u->sqes[idx];
+  memset(e, 0, sizeof *e);
+  e->opcode = IORING_OP_SENDMSG;
+  e->fd = d->fail_every && ++d->queued_total % d->fail_every == 0 ? -1 : r->fd;
+  e->addr = (uint64_t)(uintptr_t)&qs->mh;
+  e->len = 1;
+  e->msg_flags = MSG_DONTWAIT;
+  e->user_data = i;
+  u->sq_array[idx] = idx;
+  __atomic_store_n(u->sq_tail, tail + 1, __ATOMIC_RELEASE);
+  qs->r = r;
+  qs->first = first;
+  r->refs++;
+  u->n++;
+  if (!d->check_on) {
+    uv_check_start(&d->check, disp_run);
+    d->check_on = 1;
+  }
+  return 1;
+}
+
 /* Answers datagram `i` of the batch if it is the ACK that closes the window and the next window is ready: 1, else 0
  * (the datagram is JavaScript's). */
 static int ap_answer(struct rx *r, int i, const struct sockaddr_storage *from) {
@@ -483,7 +696,9 @@ static int ap_answer(struct rx *r, int i, const struct sockaddr_storage *from) {
   a.off = (size_t)((uint64_t)first % slots) * seg;
   a.seg = seg;
   a.len = nb > 1 ? seg : bytes;
-  ssize_t sent = send_gso(&a);
+  /* A window of one datagram (lock-step) goes into the batch; a longer window goes out at once, its first datagram
+   * ahead of the rest. */
+  ssize_t sent = nb == 1 && batch_queue(r, a.buflen, a.off, a.len, first) ? (ssize_t)a.len : send_gso(&a);
   if (sent == (ssize_t)a.len && nb > 1) {
     a.off = (a.off + seg) % a.buflen;
     a.len = bytes - seg;
@@ -622,8 +837,10 @@ static void disp_call(struct disp *d, size_t k) {
 static void disp_run(uv_check_t *h) {
   struct disp *d = (struct disp *)h->data;
   napi_handle_scope scope;
+  batch_flush(d);
   if (napi_open_handle_scope(d->env, &scope) != napi_ok) return;
   for (int round = 0; round < RECV_ROUNDS && d->qlen > 0; round++) {
+    batch_flush(d); /* what the autopilot queued goes out before JavaScript sends anything */
     /* Take the queue as it is: receivers read again below queue themselves for the next round. */
     size_t n = d->qlen;
     memcpy(d->batch, d->queue, n * sizeof *d->batch);
@@ -655,6 +872,7 @@ static void disp_run(uv_check_t *h) {
       rx_unref(r);
     }
   }
+  batch_flush(d);
   if (d->qlen == 0 && d->check_on) {
     uv_check_stop(&d->check);
     d->check_on = 0;
@@ -718,6 +936,7 @@ static void disp_spin(uv_prepare_t *h) {
           }
         }
       }
+      batch_flush(d);
       if (d->qlen > 0) {
         if (!d->idle_on) {
           uv_idle_start(&d->idle, idle_noop);
@@ -785,6 +1004,9 @@ static void spin_remove(struct disp *d, struct rx *r) {
 
 static void disp_cleanup(void *arg) {
   struct disp *d = (struct disp *)arg;
+  batch_flush(d);
+  uring_close(d);
+  d->ur_off = 1;
   if (d->spin_ep >= 0) close(d->spin_ep);
   d->spin_ep = -1;
   d->spin_ns = 0;
@@ -828,6 +1050,8 @@ static napi_value js_recv_dispatch(napi_env env, napi_callback_info info) {
     d->idle.data = d;
     uv_unref((uv_handle_t *)&d->idle);
     d->spin_ep = -1;
+    const char *fail = getenv("SWARMBOOT_TEST_BATCH_FAIL_EVERY");
+    d->fail_every = fail ? (unsigned)atoi(fail) : 0;
     napi_add_env_cleanup_hook(env, disp_cleanup, d);
     d->env = env;
     napi_value name, resource;
@@ -938,7 +1162,12 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
   if (r->active) {
     r->active = 0;
     struct disp *d = disp_of(env);
-    if (d) spin_remove(d, r);
+    if (d) {
+      batch_flush(d);
+      spin_remove(d, r);
+      /* The io_uring lives while autopilot receivers do: no fd outlives the last transfer. */
+      if (r->ap && --d->ap_n == 0) uring_close(d);
+    }
     uv_poll_stop(&r->poll);
     uv_close((uv_handle_t *)&r->poll, rx_closed);
   }
@@ -975,7 +1204,10 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
   }
   struct rx *r = (struct rx *)data;
   struct disp *d = disp_of(env);
-  if (d) spin_add(d, r);
+  if (d) {
+    spin_add(d, r);
+    if (!r->ap && r->active) d->ap_n++;
+  }
   hold(env, &r->ap_ref, argv[1]);
   hold(env, &r->pool_ref, argv[2]);
   r->ap = (double *)ap;
@@ -1010,13 +1242,56 @@ static napi_value js_recv_spin(napi_env env, napi_callback_info info) {
 }
 
 /* spinStats(): [spins, spins that caught nothing, datagrams read while spinning, ms spent spinning] since start. */
+/* A JS array of n numbers (0 when there is no dispatcher). */
+static napi_value number_array(napi_env env, const double *v, uint32_t n) {
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, n, &arr));
+  for (uint32_t i = 0; i < n; i++) napi_set_element(env, arr, i, num(env, v ? v[i] : 0));
+  return arr;
+}
+
 static napi_value js_spin_stats(napi_env env, napi_callback_info info) {
   (void)info;
   struct disp *d = disp_of(env);
-  napi_value arr;
-  CHECK(napi_create_array_with_length(env, SPIN_STATS, &arr));
-  for (uint32_t i = 0; i < SPIN_STATS; i++) napi_set_element(env, arr, i, num(env, d ? d->spin_stats[i] : 0));
-  return arr;
+  return number_array(env, d ? d->spin_stats : NULL, SPIN_STATS);
+}
+
+/* sendBatching(on): whether the autopilot's single-datagram answers are batched through io_uring (the default) or
+ * sent one by one; returns batchStats(). */
+static napi_value js_batch_stats(napi_env env, napi_callback_info info);
+static napi_value js_send_batching(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool on;
+  struct disp *d = disp_of(env);
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sendBatching(on: boolean)");
+    return NULL;
+  }
+  if (!d) {
+    napi_throw_error(env, NULL, "sendBatching: no dispatcher (call recvDispatch first)");
+    return NULL;
+  }
+  if (!on) {
+    batch_flush(d);
+    uring_close(d);
+    d->ur_off = 1;
+    d->batch_stats[BATCH_STATE] = -1;
+  } else if (d->ur_off && d->batch_stats[BATCH_STATE] == -1 && !d->ur) {
+    /* Try again (it may have been turned off, not refused): the next queued send opens it, or finds it refused. */
+    d->ur_off = 0;
+    d->batch_stats[BATCH_STATE] = 0;
+  }
+  return js_batch_stats(env, info);
+}
+
+/* batchStats(): [datagrams sent through io_uring, io_uring_enter calls, sends that failed, state: 1 in use, 0 not
+ * yet opened, -1 unavailable or off] since start. */
+static napi_value js_batch_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct disp *d = disp_of(env);
+  return number_array(env, d ? d->batch_stats : NULL, BATCH_STATS);
 }
 
 /* sendTo(fd, buf, off, len, address: string, port): one datagram to a numeric IPv4 or IPv6 address;
@@ -1110,6 +1385,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"preadNowait", NULL, js_pread_nowait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvSpin", NULL, js_recv_spin, NULL, NULL, NULL, napi_enumerable, NULL},
       {"spinStats", NULL, js_spin_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendBatching", NULL, js_send_batching, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"batchStats", NULL, js_batch_stats, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

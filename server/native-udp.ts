@@ -30,6 +30,8 @@ export interface Addon {
   preadNowait(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
   recvSpin(us: number): void;
   spinStats(): [spins: number, misses: number, caught: number, ms: number];
+  sendBatching(on: boolean): [sends: number, calls: number, failed: number, state: number];
+  batchStats(): [sends: number, calls: number, failed: number, state: number];
 }
 
 export interface NativeUdp {
@@ -94,7 +96,7 @@ export function loadNativeUdp(): Promise<NativeUdp> {
   return loading;
 }
 
-const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot', 'preadNowait', 'recvSpin', 'spinStats'] as const;
+const REQUIRED = ['sockaddr', 'sendGso', 'sendMmsg', 'sendTo', 'recvDispatch', 'recvStart', 'recvStop', 'recvWantWritable', 'recvAutopilot', 'preadNowait', 'recvSpin', 'spinStats', 'sendBatching', 'batchStats'] as const;
 
 async function load(): Promise<NativeUdp> {
   if (process.platform !== 'linux') return { addon: null, detail: `${process.platform}: GSO, sendmmsg and recvmmsg are Linux only` };

@@ -77,6 +77,12 @@ export interface TftpOptions {
    * process (the last server started sets it). See native/udp_batch.c, disp_spin.
    */
   spinUs?: number;
+  /**
+   * Send the autopilot's lock-step answers of one loop iteration together, in one io_uring_enter (default true): one
+   * syscall return, so at most one preemption by the clients the sends wake. Where io_uring is missing or refused,
+   * each goes out at once. Needs the native addon; one setting per process. See native/udp_batch.c, batch_queue.
+   */
+  ioUring?: boolean;
   logger: Logger;
   metrics?: Registry;
   /**
@@ -107,6 +113,12 @@ export interface TftpStats {
    * datagrams caught while spinning (each a sleep and a wakeup saved), and the milliseconds spent spinning.
    */
   spin: { us: number; spins: number; misses: number; caught: number; ms: number };
+  /**
+   * Lock-step answers sent in batches (ioUring), since the process started: datagrams sent, io_uring_enter calls,
+   * sends that failed (handed to JavaScript to resend), and the path: 'io_uring', 'direct' (off, or refused by this
+   * kernel) or 'idle' (no transfer since start, or since the last one ended).
+   */
+  sendBatch: { path: 'io_uring' | 'direct' | 'idle'; sends: number; calls: number; failed: number };
 }
 
 export interface TftpServer {
@@ -198,7 +210,12 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
   if (addon) {
     cache.readNow = addon.preadNowait;
     addon.recvSpin(spinUs);
+    addon.sendBatching(opts.ioUring !== false);
   }
+  const batchStats = (): TftpStats['sendBatch'] => {
+    const [sends, calls, failed, state] = addon ? addon.batchStats() : [0, 0, 0, -1];
+    return { path: state > 0 ? 'io_uring' : state < 0 ? 'direct' : 'idle', sends, calls, failed };
+  };
   const spinStats = (): TftpStats['spin'] => {
     const [spins, misses, caught, ms] = addon ? addon.spinStats() : [0, 0, 0, 0];
     return { us: spinUs, spins, misses, caught, ms: Math.round(ms) };
@@ -225,7 +242,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
     throw bindError(e as NodeJS.ErrnoException, host, port);
   }
   log.info(
-    { address: host, port: main.address().port, root: opts.root, sendPath: batch.path, sendDetail: batch.detail, spinUs },
+    { address: host, port: main.address().port, root: opts.root, sendPath: batch.path, sendDetail: batch.detail, spinUs, ioUring: opts.ioUring !== false && addon !== null },
     `tftp listening, DATA windows sent by ${batch.path === 'dgram' ? 'dgram, one syscall per datagram' : `${batch.path}, one syscall per window`}`,
   );
 
@@ -485,6 +502,7 @@ export async function startTftp(opts: TftpOptions): Promise<TftpServer> {
         cache: cache.stats(),
         sendPath: batch.path,
         spin: spinStats(),
+        sendBatch: batchStats(),
       };
     },
     close() {

@@ -204,6 +204,8 @@ function fakeAddon(gsoResult: (len: number) => number, calls: FakeCall[]) {
     preadNowait: () => -95,
     recvSpin: () => {},
     spinStats: (): [number, number, number, number] => [0, 0, 0, 0],
+    sendBatching: (): [number, number, number, number] => [0, 0, 0, -1],
+    batchStats: (): [number, number, number, number] => [0, 0, 0, -1],
   };
 }
 
