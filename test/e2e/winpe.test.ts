@@ -419,6 +419,13 @@ describe('WinPE through swarmboot (namespace lab, stand-in Windows files)', { sk
   test('real iPXE (SeaBIOS + iPXE ROM) runs the wimboot script: every file fetched once, in order, the injected ones included, and boot hands over to the stand-in wimboot', { timeout: 120_000 }, async () => {
     const mac = MAC.wimbootVm;
     const hy = mac.replace(/:/g, '-');
+    // The previous test's last request may still be on its way into the log (the line is written after the
+    // response, and log lines are batched): start counting once the daemon's output has been quiet for 200 ms.
+    let seen = -1;
+    while (daemon.output().length !== seen) {
+      seen = daemon.output().length;
+      await new Promise((r) => setTimeout(r, 200));
+    }
     const from = daemon.output().length;
     const vm = startVm({ lab, tap: 'tap0', firmware: 'bios', mac, serialLog: path.join(lab.dir, 'wimboot-vm.serial.log'), timeoutMs: 110_000 });
     const since = () => daemon.output().slice(from).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; url?: string; status?: number });
