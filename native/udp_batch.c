@@ -271,9 +271,12 @@ enum { BATCH_SENDS, BATCH_CALLS, BATCH_FAILED, BATCH_STATE, BATCH_STATS };
 /* After a spin that caught nothing, the spin sits out 1, 2, 4 … up to this many loop iterations. */
 #define SPIN_BACKOFF_MAX 256
 
+struct disp;
+
 struct rx {
   uv_poll_t poll;
   napi_env env;
+  struct disp *disp; /* the environment's dispatcher, which lives as long as the environment */
   napi_ref ring_ref, meta_ref;
   char *ring;
   size_t ring_len, slot;
@@ -384,8 +387,7 @@ static void disp_run(uv_check_t *h);
 /* Puts a receiver on the dispatcher's queue (once) and makes sure the check handle runs this iteration. */
 static int rx_enqueue(struct rx *r) {
   if (r->queued) return 1;
-  struct disp *d = disp_of(r->env);
-  if (!d) return 0;
+  struct disp *d = r->disp;
   if (d->qlen == d->qcap) {
     size_t cap = d->qcap ? d->qcap * 2 : 64;
     struct rx **q = realloc(d->queue, cap * sizeof *q);
@@ -606,8 +608,8 @@ static void batch_flush(struct disp *d) {
 /* Queues one datagram of `r`'s ring of `ringlen` bytes (bytes off … off+len, wrapping) for its peer; 0 when it must be sent at once
  * (no io_uring). The check handle then runs this iteration and flushes. */
 static int batch_queue(struct rx *r, size_t ringlen, size_t off, size_t len, double first) {
-  struct disp *d = disp_of(r->env);
-  if (!d || d->ur_off) return 0;
+  struct disp *d = r->disp;
+  if (d->ur_off) return 0;
   struct uring *u = d->ur ? d->ur : uring_open(d);
   if (!u) return 0;
   if (u->n == BATCH_MAX) batch_flush(d);
@@ -797,10 +799,7 @@ static int rx_readable(struct rx *r) {
     if (raw < (int)r->max) break;
   }
   if (r->nread > 0) rx_enqueue(r);
-  if (total > 0 && r->spin_reg) {
-    struct disp *d = disp_of(r->env);
-    if (d) d->last_ns = uv_hrtime();
-  }
+  if (total > 0 && r->spin_reg) r->disp->last_ns = uv_hrtime();
   return total;
 }
 
@@ -1091,7 +1090,8 @@ static napi_value js_recv_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "recvStart(fd, ring: Buffer >= max*slot, slot, meta: Int32Array >= max*8, max <= 64, id)");
     return NULL;
   }
-  if (!disp_of(env)) {
+  struct disp *d = disp_of(env);
+  if (!d) {
     napi_throw_error(env, NULL, "recvStart: no dispatcher (call recvDispatch first)");
     return NULL;
   }
@@ -1110,6 +1110,7 @@ static napi_value js_recv_start(napi_env env, napi_callback_info info) {
   }
   r->poll.data = r;
   r->env = env;
+  r->disp = d;
   r->ring = ring;
   r->ring_len = ring_len;
   r->slot = slot;
@@ -1161,13 +1162,11 @@ static napi_value js_recv_stop(napi_env env, napi_callback_info info) {
   if (!r) return NULL;
   if (r->active) {
     r->active = 0;
-    struct disp *d = disp_of(env);
-    if (d) {
-      batch_flush(d);
-      spin_remove(d, r);
-      /* The io_uring lives while autopilot receivers do: no fd outlives the last transfer. */
-      if (r->ap && --d->ap_n == 0) uring_close(d);
-    }
+    struct disp *d = r->disp;
+    batch_flush(d);
+    spin_remove(d, r);
+    /* The io_uring lives while autopilot receivers do: no fd outlives the last transfer. */
+    if (r->ap && --d->ap_n == 0) uring_close(d);
     uv_poll_stop(&r->poll);
     uv_close((uv_handle_t *)&r->poll, rx_closed);
   }
@@ -1203,11 +1202,8 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct rx *r = (struct rx *)data;
-  struct disp *d = disp_of(env);
-  if (d) {
-    spin_add(d, r);
-    if (!r->ap && r->active) d->ap_n++;
-  }
+  spin_add(r->disp, r);
+  if (!r->ap && r->active) r->disp->ap_n++;
   hold(env, &r->ap_ref, argv[1]);
   hold(env, &r->pool_ref, argv[2]);
   r->ap = (double *)ap;
@@ -1221,27 +1217,38 @@ static napi_value js_recv_autopilot(napi_env env, napi_callback_info info) {
   return words;
 }
 
-/* recvSpin(us): how long the loop polls the autopilot receivers without sleeping after their last datagram (see
- * disp_spin); 0 turns the spin off. For the whole environment, and for receivers given an autopilot from now on. */
-static napi_value js_recv_spin(napi_env env, napi_callback_info info) {
+/* The one argument of a dispatcher setting (recvSpin, sendBatching) and the dispatcher; NULL after throwing when
+ * there is no argument or no dispatcher yet. */
+static struct disp *setting_of(napi_env env, napi_callback_info info, napi_value *arg, const char *name) {
   size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t us;
+  if (napi_get_cb_info(env, info, &argc, arg, NULL, NULL) != napi_ok) return NULL;
   struct disp *d = disp_of(env);
-  if (argc < 1 || napi_get_value_uint32(env, argv[0], &us) != napi_ok || us > 1000000) {
-    napi_throw_type_error(env, NULL, "recvSpin(us: 0 … 1000000)");
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, name);
     return NULL;
   }
   if (!d) {
-    napi_throw_error(env, NULL, "recvSpin: no dispatcher (call recvDispatch first)");
+    napi_throw_error(env, NULL, "no dispatcher (call recvDispatch first)");
+    return NULL;
+  }
+  return d;
+}
+
+/* recvSpin(us): how long the loop polls the autopilot receivers without sleeping after their last datagram (see
+ * disp_spin); 0 turns the spin off. For the whole environment, and for receivers given an autopilot from now on. */
+static napi_value js_recv_spin(napi_env env, napi_callback_info info) {
+  napi_value arg;
+  uint32_t us;
+  struct disp *d = setting_of(env, info, &arg, "recvSpin(us: 0 … 1000000)");
+  if (!d) return NULL;
+  if (napi_get_value_uint32(env, arg, &us) != napi_ok || us > 1000000) {
+    napi_throw_type_error(env, NULL, "recvSpin(us: 0 … 1000000)");
     return NULL;
   }
   d->spin_ns = (uint64_t)us * 1000;
   return undefined_value(env);
 }
 
-/* spinStats(): [spins, spins that caught nothing, datagrams read while spinning, ms spent spinning] since start. */
 /* A JS array of n numbers (0 when there is no dispatcher). */
 static napi_value number_array(napi_env env, const double *v, uint32_t n) {
   napi_value arr;
@@ -1250,6 +1257,7 @@ static napi_value number_array(napi_env env, const double *v, uint32_t n) {
   return arr;
 }
 
+/* spinStats(): [spins, spins that caught nothing, datagrams read while spinning, ms spent spinning] since start. */
 static napi_value js_spin_stats(napi_env env, napi_callback_info info) {
   (void)info;
   struct disp *d = disp_of(env);
@@ -1260,17 +1268,12 @@ static napi_value js_spin_stats(napi_env env, napi_callback_info info) {
  * sent one by one; returns batchStats(). */
 static napi_value js_batch_stats(napi_env env, napi_callback_info info);
 static napi_value js_send_batching(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_value arg;
   bool on;
-  struct disp *d = disp_of(env);
-  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+  struct disp *d = setting_of(env, info, &arg, "sendBatching(on: boolean)");
+  if (!d) return NULL;
+  if (napi_get_value_bool(env, arg, &on) != napi_ok) {
     napi_throw_type_error(env, NULL, "sendBatching(on: boolean)");
-    return NULL;
-  }
-  if (!d) {
-    napi_throw_error(env, NULL, "sendBatching: no dispatcher (call recvDispatch first)");
     return NULL;
   }
   if (!on) {
